@@ -1,0 +1,197 @@
+"""The interface both encodings implement, and what they share."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from composer.errors import TokenError
+from composer.midi import Score
+from composer.tokenizer.config import TokenizerConfig
+from composer.tokenizer.vocab import TokenRange, Vocabulary
+
+PAD, BOS, EOS = "PAD", "BOS", "EOS"
+SPECIAL_RANGES = (TokenRange(PAD, 0, 0), TokenRange(BOS, 0, 0), TokenRange(EOS, 0, 0))
+#: PROGRAM value for the drum kit (General MIDI programs are 0..127).
+DRUMS = 128
+PROGRAM_LABELS = tuple(str(p) for p in range(128)) + ("DRUMS",)
+#: A piece may span at most this many bars / seconds; longer ones are refused, not truncated silently.
+MAX_BARS = 20_000
+MAX_SECONDS = 6 * 3600
+
+
+@dataclass
+class EncodeStats:
+    """Counts of what an encoding kept and what it could not keep exactly."""
+
+    notes_in: int = 0
+    notes_encoded: int = 0
+    pitches_out_of_range: int = 0
+    time_signatures_replaced: int = 0
+    time_signatures_moved: int = 0
+    tempos_clamped: int = 0
+
+    def lost(self) -> dict[str, int]:
+        """The non-zero counts of notes or events not kept exactly."""
+        return {f.name: getattr(self, f.name) for f in fields(self)[2:] if getattr(self, f.name)}
+
+    def add(self, other: EncodeStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class NoteArrays:
+    """All notes of a score as flat arrays (ticks), programs with drums as DRUMS."""
+
+    start: np.ndarray
+    end: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    program: np.ndarray
+
+    @classmethod
+    def from_score(cls, score: Score) -> NoteArrays:
+        n = score.note_count
+        start = np.empty(n, np.int64)
+        end = np.empty(n, np.int64)
+        pitch = np.empty(n, np.int64)
+        vel = np.empty(n, np.int64)
+        prog = np.empty(n, np.int64)
+        k = 0
+        for inst in score.instruments:
+            m = len(inst.notes)
+            if not m:
+                continue
+            rows = np.array([(nt.start, nt.end, nt.pitch, nt.velocity) for nt in inst.notes], dtype=np.int64)
+            start[k : k + m], end[k : k + m], pitch[k : k + m], vel[k : k + m] = rows.T
+            prog[k : k + m] = DRUMS if inst.is_drum else inst.program
+            k += m
+        return cls(start, end, pitch, vel, prog)
+
+    def select(self, keep: np.ndarray) -> NoteArrays:
+        return NoteArrays(self.start[keep], self.end[keep], self.pitch[keep], self.velocity[keep], self.program[keep])
+
+
+def round_div(a: np.ndarray, num: int, den: int) -> np.ndarray:
+    """round(a * num / den) in exact integer arithmetic (half up)."""
+    return (np.asarray(a, dtype=np.int64) * (2 * num) + den) // (2 * den)
+
+
+class Tokenizer(ABC):
+    """Notes <-> token ids. Subclasses declare their ranges; the vocabulary is derived from them."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        self.config = config
+        self.vocab = Vocabulary(SPECIAL_RANGES + tuple(self._ranges()))
+        self.pad_id = self.vocab.encode_event(PAD)
+        self.bos_id = self.vocab.encode_event(BOS)
+        self.eos_id = self.vocab.encode_event(EOS)
+        nb = config.velocity_bins
+        vels = np.arange(1, 128)
+        self._vel_bin = np.zeros(128, dtype=np.int64)
+        self._vel_bin[1:] = (vels - 1) * nb // 127
+        self._bin_vel = np.array([int(round(vels[self._vel_bin[1:] == b].mean())) for b in range(nb)])
+
+    # ------------------------------------------------------------------ what subclasses provide
+    @abstractmethod
+    def _ranges(self) -> list[TokenRange]: ...
+
+    @abstractmethod
+    def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
+        """Token ids (uint16, BOS ... EOS) and what could not be kept exactly."""
+
+    @abstractmethod
+    def decode(self, ids: np.ndarray | list[int]) -> Score:
+        """A Score from token ids; tokens that do not fit the grammar are ignored."""
+
+    #: The kind whose tokens each start one note (PITCH or NOTE_ON).
+    note_kind: str = ""
+    #: Kinds shifted by transposition.
+    pitch_kinds: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def encoding(self) -> str:
+        return self.config.encoding
+
+    def velocity_bin(self, velocity: int) -> int:
+        return int(self._vel_bin[min(max(int(velocity), 1), 127)])
+
+    def bin_velocity(self, b: int) -> int:
+        return int(self._bin_vel[b])
+
+    def note_count(self, ids: np.ndarray) -> int:
+        o = self.vocab.offset(self.note_kind)
+        n = self.vocab.range(self.note_kind).size
+        ids = np.asarray(ids)
+        return int(np.count_nonzero((ids >= o) & (ids < o + n)))
+
+    def ids_to_tokens(self, ids: np.ndarray | list[int]) -> list[str]:
+        ids = np.asarray(ids, dtype=np.int64)
+        bad = (ids < 0) | (ids >= self.vocab.size)
+        if bad.any():
+            raise TokenError(f"token id must be in 0..{self.vocab.size - 1}, got {int(ids[bad][0])}")
+        toks = self.vocab.tokens
+        return [toks[i] for i in ids.tolist()]
+
+    def tokens_to_ids(self, tokens: list[str]) -> np.ndarray:
+        return np.array([self.vocab.id(t) for t in tokens], dtype=np.int64)
+
+    def text_to_ids(self, text: str, source: str = "<text>") -> np.ndarray:
+        """Parse a token file (one token per line; blank lines and '#' comments ignored)."""
+        ids = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            tok = line.split("#", 1)[0].strip()
+            if not tok:
+                continue
+            try:
+                ids.append(self.vocab.id(tok))
+            except TokenError:
+                raise TokenError(f"{source}:{lineno}: unknown token {tok!r} for the {self.encoding} encoding") from None
+        return np.array(ids, dtype=np.int64)
+
+    # ------------------------------------------------------------------ augmentation tables
+    def _identity(self) -> np.ndarray:
+        return np.arange(self.vocab.size, dtype=np.int64)
+
+    def transpose_lut(self, semitones: int) -> np.ndarray:
+        """Id -> id with pitch tokens moved by ``semitones`` (pitches leaving the range stay put)."""
+        lut = self._identity()
+        for kind in self.pitch_kinds:
+            r = self.vocab.range(kind)
+            o = self.vocab.offset(kind)
+            values = np.arange(r.min, r.max + 1)
+            moved = values + semitones
+            ok = (moved >= r.min) & (moved <= r.max)
+            lut[o + (values - r.min)[ok]] = o + (moved - r.min)[ok]
+        return lut
+
+    def velocity_lut(self, delta_bins: int) -> np.ndarray:
+        lut = self._identity()
+        o = self.vocab.offset("VELOCITY")
+        n = self.vocab.range("VELOCITY").size
+        lut[o : o + n] = o + np.clip(np.arange(n) + delta_bins, 0, n - 1)
+        return lut
+
+    def time_stretch_lut(self, factor: float) -> np.ndarray:
+        return self._identity()
+
+    def drum_context(self, ids: np.ndarray) -> np.ndarray:
+        """True for tokens inside a drum PROGRAM context (state resets at BOS)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        o = self.vocab.offset("PROGRAM")
+        is_prog = (ids >= o) & (ids < o + 129)
+        setter = is_prog | (ids == self.bos_id)
+        idx = np.where(setter, np.arange(len(ids)), -1)
+        last = np.maximum.accumulate(idx) if len(ids) else idx
+        drum_id = o + DRUMS
+        return (last >= 0) & (ids[np.maximum(last, 0)] == drum_id)
+
+
+def lcm_ticks(resolution: int) -> int:
+    """Ticks per quarter for decoded files: a multiple of 480 that the grid divides."""
+    return math.lcm(resolution, 480)

@@ -1,0 +1,312 @@
+"""The ``beat`` encoding: musical time, so generated music lands on a DAW's grid at the right tempo.
+
+A piece reads as bars; inside a bar, events sit at grid positions (``beat_resolution`` per quarter, 12 by
+default, so 16ths and triplets both land exactly)::
+
+    BOS BAR TIME_SIGNATURE_4/4 POSITION_0 TEMPO_120 PROGRAM_0 VELOCITY_79 PITCH_60 DURATION_12 PITCH_64
+    DURATION_12 POSITION_12 ... BAR POSITION_0 ... EOS
+
+PROGRAM is emitted when the instrument changes, VELOCITY when the velocity bin changes, TEMPO and
+TIME_SIGNATURE when they change (a time signature at the bar it starts). Notes at one position are
+ordered by program (drums last), then pitch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from composer.errors import TokenError
+from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
+from composer.tokenizer.base import (
+    DRUMS,
+    MAX_BARS,
+    PROGRAM_LABELS,
+    EncodeStats,
+    NoteArrays,
+    Tokenizer,
+    lcm_ticks,
+    round_div,
+)
+from composer.tokenizer.vocab import TokenRange
+
+BAR, POSITION, TIME_SIGNATURE, TEMPO = "BAR", "POSITION", "TIME_SIGNATURE", "TEMPO"
+PROGRAM, VELOCITY, PITCH, DURATION = "PROGRAM", "VELOCITY", "PITCH", "DURATION"
+
+
+class BeatTokenizer(Tokenizer):
+    note_kind = PITCH
+    pitch_kinds = (PITCH,)
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        c = config
+        res = c.beat_resolution
+        self.max_bar = c.max_bar_quarters * res
+        self.max_duration = c.max_duration_quarters * res
+        # every time signature whose bar is a whole number of grid steps and fits the longest bar
+        self.time_signatures: list[tuple[int, int]] = []
+        for den in (1, 2, 4, 8, 16, 32):
+            for num in range(1, 65):
+                steps = num * 4 * res / den
+                if steps == int(steps) and steps <= self.max_bar:
+                    self.time_signatures.append((num, den))
+        self._ts_index = {ts: i for i, ts in enumerate(self.time_signatures)}
+        self.bar_steps = np.array([num * 4 * res // den for num, den in self.time_signatures], dtype=np.int64)
+        # tempo bins: geometric between tempo_min and tempo_max, labelled by their rounded bpm
+        self.tempo_values = np.geomspace(c.tempo_min, c.tempo_max, c.tempo_bins)
+        self._tempo_labels = tuple(_unique_labels(self.tempo_values))
+        super().__init__(config)
+        self._default_ts = self._ts_index.get((4, 4), 0)
+
+    def _ranges(self) -> list[TokenRange]:
+        c = self.config
+        return [
+            TokenRange(BAR, 0, 0),
+            TokenRange(POSITION, 0, self.max_bar - 1),
+            TokenRange(
+                TIME_SIGNATURE, 0, len(self.time_signatures) - 1, tuple(f"{n}/{d}" for n, d in self.time_signatures)
+            ),
+            TokenRange(TEMPO, 0, c.tempo_bins - 1, self._tempo_labels),
+            TokenRange(PROGRAM, 0, DRUMS, PROGRAM_LABELS),
+            TokenRange(VELOCITY, 0, c.velocity_bins - 1),
+            TokenRange(PITCH, c.pitch_min, c.pitch_max),
+            TokenRange(DURATION, 1, self.max_duration),
+        ]
+
+    def tempo_bin(self, qpm: float) -> int:
+        return int(np.argmin(np.abs(np.log(self.tempo_values) - np.log(qpm))))
+
+    def tempo_of_bin(self, b: int) -> float:
+        return float(self._tempo_labels[b])
+
+    # ------------------------------------------------------------------------------------------ encode
+    def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
+        c = self.config
+        res, tpq = c.beat_resolution, score.ticks_per_beat
+        stats = EncodeStats()
+        notes = NoteArrays.from_score(score)
+        stats.notes_in = len(notes.pitch)
+        keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)
+        stats.pitches_out_of_range = int(len(keep) - keep.sum())
+        notes = notes.select(keep)
+        g_start = round_div(notes.start, res, tpq)
+        g_end = round_div(notes.end, res, tpq)
+        dur = np.maximum(g_end - g_start, 1)
+        stats.notes_encoded = len(g_start)
+
+        # time signatures on the grid; unsupported ones become 4/4, mid-bar ones move to the next bar line
+        ts_changes: list[tuple[int, int]] = [(0, self._default_ts)]
+        for ts in score.time_signatures:
+            idx = self._ts_index.get((ts.numerator, ts.denominator))
+            if idx is None:
+                stats.time_signatures_replaced += 1
+                idx = self._default_ts
+            g = int(round_div(np.array([ts.tick]), res, tpq)[0])
+            if g == ts_changes[-1][0]:
+                ts_changes[-1] = (g, idx)
+            else:
+                ts_changes.append((g, idx))
+
+        # tempo changes on the grid, as bins, only where the bin changes
+        tempos: list[tuple[int, int]] = []
+        for t in score.tempos or [TempoChange(0, 120.0)]:
+            if not c.tempo_min * 0.98 <= t.qpm <= c.tempo_max * 1.02:
+                stats.tempos_clamped += 1
+            g = int(round_div(np.array([t.tick]), res, tpq)[0])
+            b = self.tempo_bin(t.qpm)
+            if tempos and tempos[-1][0] == g:
+                tempos[-1] = (g, b)
+            else:
+                tempos.append((g, b))
+        dedup: list[tuple[int, int]] = []
+        for g, b in tempos:
+            if not dedup or dedup[-1][1] != b:
+                dedup.append((g, b))
+        tempos = dedup
+
+        last = int(g_start.max()) if len(g_start) else 0
+        last = max(last, tempos[-1][0])
+        bar_starts, bar_ts = self._bars(ts_changes, last, stats)
+
+        # one sorted event stream: tempo events (kind 0) before notes (kind 1) at a position
+        order = np.lexsort((dur, notes.pitch, notes.program, g_start))
+        ev_g = np.concatenate([np.array([g for g, _ in tempos], np.int64), g_start[order]])
+        ev_kind = np.concatenate([np.zeros(len(tempos), np.int64), np.ones(len(order), np.int64)])
+        ev_a = np.concatenate([np.array([b for _, b in tempos], np.int64), notes.program[order]])
+        ev_v = np.concatenate([np.zeros(len(tempos), np.int64), self._vel_bin[np.clip(notes.velocity[order], 1, 127)]])
+        ev_p = np.concatenate([np.zeros(len(tempos), np.int64), notes.pitch[order]])
+        ev_d = np.concatenate([np.zeros(len(tempos), np.int64), dur[order]])
+        o2 = np.lexsort((ev_kind, ev_g))
+        ev_bar = np.searchsorted(bar_starts, ev_g[o2], side="right") - 1
+        ev_pos = ev_g[o2] - bar_starts[ev_bar]
+
+        v = self.vocab
+        o_bar, o_pos, o_ts = v.offset(BAR), v.offset(POSITION), v.offset(TIME_SIGNATURE)
+        o_tempo, o_prog, o_vel = v.offset(TEMPO), v.offset(PROGRAM), v.offset(VELOCITY)
+        o_pitch, o_dur = v.offset(PITCH) - c.pitch_min, v.offset(DURATION) - 1
+        max_dur = self.max_duration
+        out = [self.bos_id]
+        append = out.append
+        bi = -1
+        cur_ts = cur_pos = cur_prog = cur_vel = -1
+        bar_ts_l = bar_ts.tolist()
+        for bar, pos, kind, a, vb, p, d in zip(
+            ev_bar.tolist(),
+            ev_pos.tolist(),
+            ev_kind[o2].tolist(),
+            ev_a[o2].tolist(),
+            ev_v[o2].tolist(),
+            ev_p[o2].tolist(),
+            ev_d[o2].tolist(),
+        ):
+            while bi < bar:
+                bi += 1
+                append(o_bar)
+                if bar_ts_l[bi] != cur_ts:
+                    cur_ts = bar_ts_l[bi]
+                    append(o_ts + cur_ts)
+                cur_pos = -1
+            if pos != cur_pos:
+                append(o_pos + pos)
+                cur_pos = pos
+            if kind == 0:
+                append(o_tempo + a)
+                continue
+            if a != cur_prog:
+                append(o_prog + a)
+                cur_prog = a
+            if vb != cur_vel:
+                append(o_vel + vb)
+                cur_vel = vb
+            append(o_pitch + p)
+            if d > max_dur:  # a long note chains maximal durations, then the rest
+                full, d = divmod(d, max_dur)
+                out.extend([o_dur + max_dur] * full)
+                if not d:
+                    continue
+            append(o_dur + d)
+        append(self.eos_id)
+        return np.array(out, dtype=np.uint16), stats
+
+    def _bars(self, ts_changes: list[tuple[int, int]], last: int, stats: EncodeStats) -> tuple[np.ndarray, np.ndarray]:
+        """Bar start positions (grid steps) and each bar's time-signature index, up to ``last``."""
+        starts: list[int] = []
+        sigs: list[int] = []
+        cur, k, idx = 0, 0, ts_changes[0][1]
+        while cur <= last:
+            while k + 1 < len(ts_changes) and ts_changes[k + 1][0] <= cur:
+                k += 1
+                if ts_changes[k][0] < cur:
+                    stats.time_signatures_moved += 1
+                idx = ts_changes[k][1]
+            starts.append(cur)
+            sigs.append(idx)
+            step = int(self.bar_steps[idx])
+            if k + 1 >= len(ts_changes):  # no more changes: the rest of the bars at once
+                n_more = (last - cur) // step
+                if len(starts) + n_more > MAX_BARS:
+                    raise TokenError(f"piece spans more than {MAX_BARS} bars")
+                starts.extend(range(cur + step, cur + step * (n_more + 1), step))
+                sigs.extend([idx] * n_more)
+                break
+            cur += step
+            if len(starts) > MAX_BARS:
+                raise TokenError(f"piece spans more than {MAX_BARS} bars")
+        return np.array(starts, dtype=np.int64), np.array(sigs, dtype=np.int64)
+
+    # ------------------------------------------------------------------------------------------ decode
+    def decode(self, ids: np.ndarray | list[int]) -> Score:
+        c = self.config
+        res = c.beat_resolution
+        tpq = lcm_ticks(res)
+        factor = tpq // res
+        v = self.vocab
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[(ids >= 0) & (ids < v.size)]
+        kinds = [v.ranges[k].kind for k in v.kind_of[ids].tolist()]
+        values = v.value_of[ids].tolist()
+
+        bar_start = -1
+        bar_len = int(self.bar_steps[self._default_ts])
+        ts_now = self._default_ts
+        pos = 0
+        prog = 0
+        vel = self.bin_velocity(min(c.velocity_bins - 1, c.velocity_bins * 5 // 8))
+        pitch: int | None = None
+        tempos: list[TempoChange] = []
+        sigs: list[TimeSignature] = []
+        by_prog: dict[int, list[Note]] = {}
+        seen_bar = False
+        chained: Note | None = None  # the note a following DURATION lengthens (after a maximal one)
+        for kind, val in zip(kinds, values):
+            if kind == DURATION:
+                if pitch is not None:
+                    start = (max(bar_start, 0) + pos) * factor
+                    note = Note(pitch, vel, start, start + val * factor)
+                    by_prog.setdefault(prog, []).append(note)
+                    pitch = None
+                elif chained is not None:
+                    note = chained
+                    note.end += val * factor
+                else:
+                    continue
+                chained = note if val == self.max_duration else None
+                continue
+            chained = None
+            if kind == BAR:
+                bar_start = 0 if not seen_bar else bar_start + bar_len
+                seen_bar = True
+                pos = 0
+                pitch = None
+                if not sigs:
+                    sigs.append(TimeSignature(0, *self.time_signatures[ts_now]))
+            elif kind == TIME_SIGNATURE:
+                if pos == 0 and seen_bar:
+                    ts_now = val
+                    bar_len = int(self.bar_steps[val])
+                    sig = TimeSignature(bar_start * factor, *self.time_signatures[val])
+                    if sigs and sigs[-1].tick == sig.tick:
+                        sigs[-1] = sig
+                    elif not sigs or (sigs[-1].numerator, sigs[-1].denominator) != (sig.numerator, sig.denominator):
+                        sigs.append(sig)
+            elif kind == POSITION:
+                pos = val
+                pitch = None
+            elif kind == TEMPO:
+                tick = max(bar_start, 0) * factor + pos * factor
+                t = TempoChange(tick, self.tempo_of_bin(val))
+                if tempos and tempos[-1].tick == tick:
+                    tempos[-1] = t
+                else:
+                    tempos.append(t)
+            elif kind == PROGRAM:
+                prog = val
+            elif kind == VELOCITY:
+                vel = self.bin_velocity(val)
+            elif kind == PITCH:
+                pitch = val
+            elif kind == "EOS":
+                break
+        score = Score(ticks_per_beat=tpq)
+        score.tempos = tempos or [TempoChange(0, 120.0)]
+        if score.tempos[0].tick != 0:
+            score.tempos.insert(0, TempoChange(0, score.tempos[0].qpm))
+        score.time_signatures = sigs or [TimeSignature(0, 4, 4)]
+        for p in sorted(by_prog):
+            drum = p == DRUMS
+            score.instruments.append(
+                Instrument(program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=by_prog[p])
+            )
+        return score
+
+
+def _unique_labels(values: np.ndarray) -> list[str]:
+    """Rounded labels, with a decimal added where rounding would make two equal."""
+    labels: list[str] = []
+    for x in values:
+        lab = str(int(round(x)))
+        digits = 0
+        while lab in labels:
+            digits += 1
+            lab = f"{x:.{digits}f}"
+        labels.append(lab)
+    return labels

@@ -1,0 +1,94 @@
+"""Tokenizer configuration: a small frozen dataclass, validated on construction, stored as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from composer.errors import ConfigError
+
+ENCODINGS = ("beat", "performance")
+FORMAT_VERSION = 1
+
+
+def _check_range(name: str, value: int | float, lo: int | float, hi: int | float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How MIDI becomes tokens. Chosen when a corpus is built and stored with it (``tokenizer.json``)."""
+
+    encoding: str = "beat"
+    pitch_min: int = 0
+    pitch_max: int = 127
+    velocity_bins: int = 32
+    # --- beat encoding: musical time on a grid
+    #: Grid positions per quarter note. 12 holds 16ths (3 steps) and 8th/16th triplets (4 and 2 steps).
+    beat_resolution: int = 12
+    #: Longest bar, in quarter notes; a longer time signature is replaced by 4/4 (and reported).
+    max_bar_quarters: int = 8
+    #: Longest single DURATION token, in quarter notes; longer notes chain several DURATION tokens.
+    max_duration_quarters: int = 8
+    tempo_bins: int = 64
+    tempo_min: float = 24.0
+    tempo_max: float = 320.0
+    # --- performance encoding: absolute time in milliseconds
+    time_shift_ms: int = 10
+    max_shift_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        _check_range("pitch_min", self.pitch_min, 0, 127)
+        _check_range("pitch_max", self.pitch_max, self.pitch_min, 127)
+        _check_range("velocity_bins", self.velocity_bins, 1, 127)
+        _check_range("beat_resolution", self.beat_resolution, 1, 96)
+        _check_range("max_bar_quarters", self.max_bar_quarters, 1, 64)
+        _check_range("max_duration_quarters", self.max_duration_quarters, 1, 64)
+        _check_range("tempo_bins", self.tempo_bins, 1, 512)
+        _check_range("tempo_min", self.tempo_min, 1.0, 1000.0)
+        _check_range("tempo_max", self.tempo_max, self.tempo_min, 1000.0)
+        _check_range("time_shift_ms", self.time_shift_ms, 1, 1000)
+        _check_range("max_shift_ms", self.max_shift_ms, self.time_shift_ms, 10_000)
+        if self.max_shift_ms % self.time_shift_ms:
+            raise ConfigError(
+                f"max_shift_ms must be a multiple of time_shift_ms ({self.time_shift_ms}), got {self.max_shift_ms}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"tokenizer config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"tokenizer config format_version must be {FORMAT_VERSION}, got {version!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown tokenizer config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TokenizerConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read tokenizer config: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None

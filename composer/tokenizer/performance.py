@@ -1,0 +1,169 @@
+"""The ``performance`` encoding: Performance RNN's event vocabulary, extended for multitrack files.
+
+NOTE_ON and NOTE_OFF per pitch, TIME_SHIFT in ``time_shift_ms`` steps up to ``max_shift_ms`` (longer gaps
+become several maximal shifts), VELOCITY in ``velocity_bins`` bins emitted only when it changes, and
+PROGRAM (0..127 or DRUMS) emitted when the instrument of the next event changes::
+
+    BOS PROGRAM_0 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 ... EOS
+
+Same-pitch notes of one instrument pair first-in-first-out, as a MIDI device pairs note-ons and note-offs;
+at one instant NOTE_OFFs come before NOTE_ONs, so repeated notes stay separate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
+from composer.tokenizer.base import (
+    DRUMS,
+    MAX_SECONDS,
+    PROGRAM_LABELS,
+    EncodeStats,
+    NoteArrays,
+    Tokenizer,
+)
+from composer.tokenizer.vocab import TokenRange
+
+TIME_SHIFT, PROGRAM, VELOCITY, NOTE_ON, NOTE_OFF = "TIME_SHIFT", "PROGRAM", "VELOCITY", "NOTE_ON", "NOTE_OFF"
+#: Decoded files use this tempo and resolution: one tick is 1/960 s.
+DECODE_QPM, DECODE_TPQ = 120.0, 480
+
+
+class PerformanceTokenizer(Tokenizer):
+    note_kind = NOTE_ON
+    pitch_kinds = (NOTE_ON, NOTE_OFF)
+
+    def _ranges(self) -> list[TokenRange]:
+        c = self.config
+        return [
+            TokenRange(PROGRAM, 0, DRUMS, PROGRAM_LABELS),
+            TokenRange(VELOCITY, 0, c.velocity_bins - 1),
+            TokenRange(NOTE_ON, c.pitch_min, c.pitch_max),
+            TokenRange(NOTE_OFF, c.pitch_min, c.pitch_max),
+            TokenRange(TIME_SHIFT, 1, c.max_shift_ms // c.time_shift_ms),
+        ]
+
+    @property
+    def max_shift_steps(self) -> int:
+        return self.config.max_shift_ms // self.config.time_shift_ms
+
+    def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
+        from composer.errors import TokenError
+
+        c = self.config
+        stats = EncodeStats()
+        notes = NoteArrays.from_score(score)
+        stats.notes_in = len(notes.pitch)
+        keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)
+        stats.pitches_out_of_range = int(len(keep) - keep.sum())
+        notes = notes.select(keep)
+        stats.notes_encoded = len(notes.pitch)
+        step = c.time_shift_ms / 1000.0
+        on_s = score.ticks_to_seconds(notes.start)
+        off_s = score.ticks_to_seconds(notes.end)
+        if len(off_s) and off_s.max() > MAX_SECONDS:
+            raise TokenError(f"piece lasts {off_s.max() / 3600:.1f} hours, more than {MAX_SECONDS // 3600}")
+        on = np.rint(on_s / step).astype(np.int64)
+        off = np.maximum(np.rint(off_s / step).astype(np.int64), on + 1)  # a note lasts at least one step
+        # pair same-pitch notes of one program first-in-first-out: sort starts and ends per (program, pitch)
+        key = notes.program * 128 + notes.pitch
+        o_on = np.lexsort((on, key))
+        o_off = np.lexsort((off, key))
+        on_sorted, off_sorted = on[o_on], off[o_off]
+        off_sorted = np.maximum(off_sorted, on_sorted + 1)
+        key_s = key[o_on]
+        vel = self._vel_bin[np.clip(notes.velocity[o_on], 1, 127)]
+        n = len(key_s)
+        # events: (time, is_on, program, pitch, velocity bin)
+        t = np.concatenate([off_sorted, on_sorted])
+        is_on = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)])
+        k = np.concatenate([key_s, key_s])
+        vb = np.concatenate([np.zeros(n, np.int64), vel])
+        order = np.lexsort((k, is_on, t))
+
+        v = self.vocab
+        o_shift, o_prog, o_vel = v.offset(TIME_SHIFT) - 1, v.offset(PROGRAM), v.offset(VELOCITY)
+        o_on, o_off = v.offset(NOTE_ON) - c.pitch_min, v.offset(NOTE_OFF) - c.pitch_min
+        max_steps = self.max_shift_steps
+        out = [self.bos_id]
+        append = out.append
+        now = 0
+        cur_prog = cur_vel = -1
+        for tt, on_flag, kk, vv in zip(t[order].tolist(), is_on[order].tolist(), k[order].tolist(), vb[order].tolist()):
+            gap = tt - now
+            if gap > 0:
+                full, rest = divmod(gap, max_steps)
+                out.extend([o_shift + max_steps] * full)
+                if rest:
+                    append(o_shift + rest)
+                now = tt
+            prog, pitch = divmod(kk, 128)
+            if prog != cur_prog:
+                append(o_prog + prog)
+                cur_prog = prog
+            if on_flag:
+                if vv != cur_vel:
+                    append(o_vel + vv)
+                    cur_vel = vv
+                append(o_on + pitch)
+            else:
+                append(o_off + pitch)
+        append(self.eos_id)
+        return np.array(out, dtype=np.uint16), stats
+
+    def decode(self, ids: np.ndarray | list[int]) -> Score:
+        from collections import deque
+
+        c = self.config
+        v = self.vocab
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[(ids >= 0) & (ids < v.size)]
+        kinds = [v.ranges[k].kind for k in v.kind_of[ids].tolist()]
+        values = v.value_of[ids].tolist()
+        ticks_per_step = DECODE_TPQ * DECODE_QPM / 60.0 * c.time_shift_ms / 1000.0
+        now = 0  # steps
+        prog = 0
+        vel = self.bin_velocity(min(c.velocity_bins - 1, c.velocity_bins * 5 // 8))
+        open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = {}
+        by_prog: dict[int, list[Note]] = {}
+
+        def tick(steps: int) -> int:
+            return int(round(steps * ticks_per_step))
+
+        for kind, val in zip(kinds, values):
+            if kind == TIME_SHIFT:
+                now += val
+            elif kind == PROGRAM:
+                prog = val
+            elif kind == VELOCITY:
+                vel = self.bin_velocity(val)
+            elif kind == NOTE_ON:
+                open_notes.setdefault((prog, val), deque()).append((now, vel))
+            elif kind == NOTE_OFF:
+                q = open_notes.get((prog, val))
+                if q:
+                    start, nv = q.popleft()
+                    by_prog.setdefault(prog, []).append(Note(val, nv, tick(start), tick(max(now, start + 1))))
+            elif kind == "EOS":
+                break
+        for (p, pitch), q in open_notes.items():  # notes never closed end with the piece
+            for start, nv in q:
+                by_prog.setdefault(p, []).append(Note(pitch, nv, tick(start), tick(max(now, start + 1))))
+        score = Score(ticks_per_beat=DECODE_TPQ, tempos=[TempoChange(0, DECODE_QPM)])
+        score.time_signatures = [TimeSignature(0, 4, 4)]
+        for p in sorted(by_prog):
+            drum = p == DRUMS
+            notes = sorted(by_prog[p], key=lambda nt: (nt.start, nt.pitch))
+            score.instruments.append(
+                Instrument(program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=notes)
+            )
+        return score
+
+    def time_stretch_lut(self, factor: float) -> np.ndarray:
+        lut = self._identity()
+        o = self.vocab.offset(TIME_SHIFT)
+        n = self.max_shift_steps
+        steps = np.arange(1, n + 1)
+        lut[o : o + n] = o + np.clip(np.rint(steps * factor).astype(np.int64), 1, n) - 1
+        return lut
