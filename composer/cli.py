@@ -1,0 +1,300 @@
+"""The ``composer`` command line. Thin: parse options, call library functions, print what they return.
+
+Every domain failure (ComposerError) becomes one line on stderr and exit status 1; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from composer import __version__
+from composer.errors import ComposerError
+
+DEFAULT_BACH_CORPUS = Path("corpora/bach")
+
+
+class ComposerGroup(click.Group):
+    """A click group that turns ComposerError (and Ctrl-C) into one clean line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ComposerError as e:
+            if ctx.meta.get("composer.debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            if ctx.meta.get("composer.debug"):
+                raise
+            raise click.ClickException("interrupted") from None
+
+
+def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> Any:
+    """A tqdm bar on stderr, shown only on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True)
+
+
+@click.group(cls=ComposerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="composer")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Learn music from a folder of MIDI files with an LSTM, and write new pieces for your DAW."""
+    ctx.meta["composer.debug"] = debug
+
+
+# ------------------------------------------------------------------------------------------- encode/decode
+
+ENCODING_CHOICE = click.Choice(["beat", "performance"])
+TOKEN_HEADER = "# composer-tokens "
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the token files (created if missing).")
+@click.option("--encoding", type=ENCODING_CHOICE, default="beat", show_default=True, help="Token encoding.")
+@click.option("--force", is_flag=True, help="Overwrite token files that already exist.")
+def encode(inputs: tuple[Path, ...], out_dir: Path, encoding: str, force: bool) -> None:
+    """Write MIDI files (or every MIDI file in folders) as readable token files, one token per line.
+
+    Example: composer encode song.mid more_songs/ -o tokens/
+    """
+    from composer.corpus import encode_file, find_midi_files
+    from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding))
+    files = find_midi_files(inputs)
+    if not files:
+        raise click.ClickException(f"no MIDI files (.mid, .midi, .kar, .smf, .rmi) in {', '.join(map(str, inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = TOKEN_HEADER + json.dumps(tok.config.to_dict(), separators=(",", ":"))
+    done = failed = 0
+    with progress_bar("encoding", len(files), "file") as bar:
+        for f in files:
+            bar.update(1)
+            target = out_dir / _token_name(f, inputs)
+            if target.exists() and not force:
+                click.echo(f"skipped {f}: {target} exists (use --force to overwrite)", err=True)
+                failed += 1
+                continue
+            enc = encode_file(f, tok)
+            if enc.error is not None:
+                click.echo(f"skipped {f}: {enc.error}", err=True)
+                failed += 1
+                continue
+            assert enc.ids is not None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(header + "\n" + "\n".join(tok.ids_to_tokens(enc.ids)) + "\n")
+            lost = f" (not kept exactly: {_fmt_counts(enc.lost)})" if enc.lost else ""
+            click.echo(f"{f} -> {target}: {enc.notes} notes, {len(enc.ids)} tokens{lost}")
+            done += 1
+    click.echo(f"encoded {done} file(s), skipped {failed}")
+    if not done:
+        raise click.ClickException("no file could be encoded")
+
+
+def _token_name(f: Path, inputs: tuple[Path, ...]) -> Path:
+    """Token file name: the MIDI path relative to the folder it was found in, with .txt."""
+    for root in inputs:
+        if root.is_dir():
+            try:
+                return f.relative_to(root).with_suffix(".txt")
+            except ValueError:
+                continue
+    return Path(f.stem + ".txt")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the MIDI files (created if missing).")
+@click.option("--encoding", type=ENCODING_CHOICE, default=None,
+              help="Encoding of files that carry no composer-tokens header line.")
+@click.option("--force", is_flag=True, help="Overwrite MIDI files that already exist.")
+def decode(inputs: tuple[Path, ...], out_dir: Path, encoding: str | None, force: bool) -> None:
+    """Turn token files (from 'composer encode') back into MIDI files.
+
+    Example: composer decode tokens/ -o roundtrip/
+    """
+    from composer.midi import write_midi
+    from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+
+    files: list[Path] = []
+    for p in inputs:
+        files.extend(sorted(p.rglob("*.txt")) if p.is_dir() else [p])
+    if not files:
+        raise click.ClickException(f"no token files (.txt) in {', '.join(map(str, inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = failed = 0
+    for f in files:
+        target = out_dir / _token_name(f, inputs).with_suffix(".mid")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            click.echo(f"skipped {f}: not a readable text file ({e})", err=True)
+            failed += 1
+            continue
+        first = text.split("\n", 1)[0]
+        try:
+            if first.startswith(TOKEN_HEADER):
+                config = TokenizerConfig.from_dict(json.loads(first[len(TOKEN_HEADER):]))
+            elif encoding is not None:
+                config = TokenizerConfig(encoding=encoding)
+            else:
+                raise ComposerError("no composer-tokens header line; say which --encoding it uses")
+            tok = tokenizer_from_config(config)
+            ids = tok.text_to_ids(text, source=str(f))
+            score = tok.decode(ids)
+        except (ComposerError, json.JSONDecodeError) as e:
+            click.echo(f"skipped {f}: {e}", err=True)
+            failed += 1
+            continue
+        if target.exists() and not force:
+            click.echo(f"skipped {f}: {target} exists (use --force to overwrite)", err=True)
+            failed += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_midi(score, target)
+        click.echo(f"{f} -> {target}: {score.note_count} notes")
+        done += 1
+    click.echo(f"decoded {done} file(s), skipped {failed}")
+    if not done:
+        raise click.ClickException("no file could be decoded")
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+# -------------------------------------------------------------------------------------------------- corpus
+
+
+@main.group(cls=ComposerGroup)
+def corpus() -> None:
+    """Build and inspect token corpora."""
+
+
+def _build_and_report(sources: list[Path], out: Path, encoding: str | None, workers: int | None,
+                      val_fraction: float, strict: bool) -> None:
+    from composer.corpus import build_corpus
+
+    def bar(results: Any, total: int) -> Any:
+        with progress_bar("encoding", total, "file") as pb:
+            for r in results:
+                pb.update(1)
+                yield r
+
+    r = build_corpus(sources, out, encoding=encoding, workers=workers, val_fraction=val_fraction,
+                     strict=strict, progress=bar)
+    for path, reason in r.skipped[:20]:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    if len(r.skipped) > 20:
+        click.echo(f"... and {len(r.skipped) - 20} more skipped (all listed in {out / 'skipped.txt'})", err=True)
+    click.echo(
+        f"{out}: {r.pieces} pieces ({r.encoded} encoded, {r.reused} reused), {len(r.skipped)} skipped, "
+        f"{r.tokens:,} tokens, {r.notes:,} notes, {r.seconds / 3600:.2f} h of music in {r.elapsed_s:.1f} s"
+    )
+    if r.lost:
+        click.echo(f"not kept exactly: {_fmt_counts(r.lost)}")
+    if not r.pieces:
+        raise click.ClickException(f"no usable MIDI file in {', '.join(map(str, sources))}")
+
+
+@corpus.command("build")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Corpus folder, e.g. corpora/NAME.")
+@click.option("--encoding", type=ENCODING_CHOICE, default=None,
+              help="Token encoding [default: beat, or the existing corpus's].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Encoder processes [default: all cores].")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1, show_default=True,
+              help="Share of files held out for validation (chosen by content hash).")
+@click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
+def corpus_build(sources: tuple[Path, ...], out: Path, encoding: str | None, workers: int | None,
+                 val_fraction: float, strict: bool) -> None:
+    """Encode every MIDI file under SOURCES (recursively) into a corpus folder.
+
+    Re-running on a grown folder encodes only new or changed files. Unusable files are skipped with a
+    reason (listed in OUT/skipped.txt).
+
+    Example: composer corpus build ~/midi/ -o corpora/mine
+    """
+    _build_and_report(list(sources), out, encoding, workers, val_fraction, strict)
+
+
+@corpus.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def corpus_info(path: Path, as_json: bool) -> None:
+    """Print a corpus's files, tokens, notes, hours of music, instruments and skipped files.
+
+    Example: composer corpus info corpora/bach
+    """
+    from composer.corpus import Corpus
+    from composer.midi import program_name
+
+    s = Corpus.open(path).summary()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    instruments = ", ".join(
+        f"{program_name(p if p < 128 else 0, p == 128)} ({n})" for p, n in list(s["instruments"].items())[:12]
+    )
+    rows = [
+        ("corpus", s["path"]),
+        ("encoding", f"{s['encoding']} (vocabulary {s['vocab_size']})"),
+        ("files", f"{s['files']} ({s['train_files']} train, {s['val_files']} validation)"),
+        ("tokens", f"{s['tokens']:,}"),
+        ("notes", f"{s['notes']:,}"),
+        ("music", f"{s['hours']:.2f} hours"),
+        ("instruments", instruments + (" ..." if len(s["instruments"]) > 12 else "")),
+        ("skipped files", f"{s['skipped']} (see {Path(s['path']) / 'skipped.txt'})" if s["skipped"] else "0"),
+    ]
+    if s["not_kept_exactly"]:
+        rows.append(("not kept exactly", _fmt_counts(s["not_kept_exactly"])))
+    for k, v in rows:
+        click.echo(f"{k:>17}  {v}")
+
+
+@corpus.command("bach")
+@click.option("-o", "--out", default=DEFAULT_BACH_CORPUS, show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Corpus folder.")
+@click.option("--encoding", type=ENCODING_CHOICE, default=None,
+              help="Token encoding [default: beat, or the existing corpus's].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
+def corpus_bach(out: Path, encoding: str | None, workers: int | None) -> None:
+    """Build the built-in corpus: the Bach chorales that ship with music21, offline.
+
+    The chorales are converted to MIDI in OUT/midi/ and encoded into OUT. Needs music21
+    (pip install 'composer[bach]'). Re-running reuses what is already there.
+
+    Example: composer corpus bach -o corpora/bach
+    """
+    from composer.bach import export_chorales
+
+    midi_dir = out / "midi"
+    with progress_bar("converting chorales", unit="chorale") as pb:
+
+        def tick(done: int, total: int) -> None:
+            pb.total = total
+            pb.n = done
+            pb.refresh()
+
+        exp = export_chorales(midi_dir, workers=workers, progress=tick)
+    for name, reason in exp.failed:
+        click.echo(f"skipped chorale {name}: {reason}", err=True)
+    click.echo(f"{len(exp.written)} chorales as MIDI in {midi_dir}")
+    _build_and_report([midi_dir], out, encoding, workers, 0.1, False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

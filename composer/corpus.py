@@ -1,0 +1,496 @@
+"""Corpus building: a folder of MIDI files -> one memory-mapped token file and a JSON manifest.
+
+A corpus folder holds::
+
+    tokenizer.json     the encoding config (the vocabulary derives from it)
+    tokens-<hash>.bin  every piece's token ids (uint16, BOS ... EOS), concatenated; memory-mapped, never pickled
+    manifest.json      per file: source path, content hash, token offset and length, notes, seconds, split
+    skipped.txt        one line per file that could not be used, with the reason
+
+Building is incremental (files whose content hash is already in the corpus are copied over, not re-encoded),
+parallel, and never lets one bad file cost the others. The new token file is written under a new name and
+the manifest switched to it atomically, so an interrupted build leaves the previous corpus intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from composer.errors import ComposerError, CorpusError, MidiReadError
+from composer.midi import is_midi_path, parse_midi_bytes
+from composer.tokenizer import DRUMS, Tokenizer, TokenizerConfig, tokenizer_from_config
+
+MANIFEST_VERSION = 1
+MANIFEST, TOKENIZER, SKIPPED = "manifest.json", "tokenizer.json", "skipped.txt"
+#: A file that takes longer than this to read and encode is skipped (hostile input must not hang a build).
+FILE_TIME_LIMIT_S = 60
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Piece:
+    path: str
+    sha256: str
+    offset: int
+    length: int
+    notes: int
+    seconds: float
+    split: str
+    pitch_min: int | None
+    pitch_max: int | None
+    programs: tuple[int, ...] = ()
+    lost: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    files_seen: int = 0
+    encoded: int = 0
+    reused: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    pieces: int = 0
+    tokens: int = 0
+    notes: int = 0
+    seconds: float = 0.0
+    lost: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------- open
+
+
+class Corpus:
+    """A built corpus, opened read-only. Token data stays on disk (memory-mapped)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], tokenizer: Tokenizer, tokens: np.ndarray) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.tokens = tokens
+        self._pieces = [_piece_from_json(p) for p in manifest["files"]]
+        self.skipped: list[tuple[str, str]] = [(s["path"], s["reason"]) for s in manifest.get("skipped", [])]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Corpus:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise CorpusError(f"{path}: no such corpus folder (build one with 'composer corpus build')")
+        if not mpath.is_file():
+            raise CorpusError(f"{path}: not a corpus (no {MANIFEST}; build one with 'composer corpus build')")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorpusError(f"{mpath}: unreadable manifest ({e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
+            raise CorpusError(f"{mpath}: manifest format_version must be {MANIFEST_VERSION}")
+        try:
+            config = TokenizerConfig.from_dict(manifest["tokenizer"])
+            tokenizer = tokenizer_from_config(config)
+            tfile = path / manifest["tokens_file"]
+            total = int(manifest["total_tokens"])
+            files = manifest["files"]
+            if not isinstance(files, list):
+                raise TypeError("files must be a list")
+        except ComposerError as e:
+            raise CorpusError(f"{mpath}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorpusError(f"{mpath}: malformed manifest ({e!r})") from None
+        if not tfile.is_file():
+            raise CorpusError(f"{tfile}: token file is missing")
+        size = tfile.stat().st_size
+        if size != 2 * total:
+            raise CorpusError(f"{tfile}: token file is truncated or damaged ({size} bytes, expected {2 * total})")
+        tokens = np.memmap(tfile, dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
+        corpus = cls(path, manifest, tokenizer, tokens)
+        for p in corpus._pieces:
+            if p.offset < 0 or p.length < 2 or p.offset + p.length > total:
+                raise CorpusError(f"{mpath}: piece {p.path} lies outside the token file")
+        return corpus
+
+    def pieces(self, split: str | None = None) -> list[Piece]:
+        if split is None:
+            return list(self._pieces)
+        if split not in SPLITS:
+            raise CorpusError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return [p for p in self._pieces if p.split == split]
+
+    def piece_tokens(self, piece: Piece) -> np.ndarray:
+        return np.asarray(self.tokens[piece.offset : piece.offset + piece.length])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def encoding(self) -> str:
+        return self.tokenizer.encoding
+
+    def summary(self) -> dict[str, Any]:
+        """Files, tokens, notes, hours, instruments and skipped files, for ``corpus info``."""
+        programs: dict[int, int] = {}
+        for p in self._pieces:
+            for prog in p.programs:
+                programs[prog] = programs.get(prog, 0) + 1
+        lost: dict[str, int] = {}
+        for p in self._pieces:
+            for k, v in p.lost.items():
+                lost[k] = lost.get(k, 0) + v
+        return {
+            "path": str(self.path),
+            "encoding": self.encoding,
+            "vocab_size": self.tokenizer.vocab.size,
+            "files": len(self._pieces),
+            "train_files": sum(p.split == "train" for p in self._pieces),
+            "val_files": sum(p.split == "val" for p in self._pieces),
+            "tokens": int(self.manifest["total_tokens"]),
+            "notes": sum(p.notes for p in self._pieces),
+            "hours": sum(p.seconds for p in self._pieces) / 3600,
+            "instruments": dict(sorted(programs.items())),
+            "skipped": len(self.skipped),
+            "not_kept_exactly": lost,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _piece_from_json(d: dict[str, Any]) -> Piece:
+    try:
+        return Piece(
+            path=str(d["path"]),
+            sha256=str(d["sha256"]),
+            offset=int(d["offset"]),
+            length=int(d["length"]),
+            notes=int(d["notes"]),
+            seconds=float(d["seconds"]),
+            split=str(d["split"]),
+            pitch_min=None if d.get("pitch_min") is None else int(d["pitch_min"]),
+            pitch_max=None if d.get("pitch_max") is None else int(d["pitch_max"]),
+            programs=tuple(int(x) for x in d.get("programs", ())),
+            lost={str(k): int(v) for k, v in d.get("lost", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorpusError(f"malformed manifest entry {d!r:.80}: {e!r}") from None
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+def find_midi_files(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """MIDI files under the given files or folders (recursively), sorted, each once."""
+    found: set[Path] = set()
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            for root, _dirs, files in os.walk(p, followlinks=False):
+                for name in files:
+                    fp = Path(root) / name
+                    if is_midi_path(fp):
+                        found.add(fp)
+        elif p.is_file():
+            found.add(p)
+        else:
+            raise CorpusError(f"{p}: no such file or folder")
+    return sorted(found)
+
+
+def split_of(sha256: str, val_fraction: float) -> str:
+    """Deterministic train/val split by content hash."""
+    return "val" if int(sha256[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
+
+
+@dataclass
+class _Encoded:
+    path: str
+    sha256: str
+    ids: np.ndarray | None = None
+    notes: int = 0
+    seconds: float = 0.0
+    pitch_min: int | None = None
+    pitch_max: int | None = None
+    programs: tuple[int, ...] = ()
+    lost: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    cached: bool = False
+
+
+_worker_tokenizer: Tokenizer | None = None
+_worker_known: frozenset[str] = frozenset()
+
+
+def _init_worker(config: dict[str, Any], known: frozenset[str]) -> None:
+    global _worker_tokenizer, _worker_known
+    _worker_tokenizer = tokenizer_from_config(TokenizerConfig.from_dict(config))
+    _worker_known = known
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, _on_alarm)
+
+
+class _FileTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _FileTimeout
+
+
+def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> _Encoded:
+    """Read and encode one file; any failure becomes a one-line reason, never an exception."""
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return _Encoded(path, "", error=f"cannot read: {e.strerror or e}")
+    sha = hashlib.sha256(data).hexdigest()
+    if sha in _worker_known:
+        return _Encoded(path, sha, cached=True)
+    try:
+        score, report = parse_midi_bytes(data)
+        if score.note_count == 0:
+            raise MidiReadError("no notes")
+        ids, stats = tokenizer.encode(score)
+        if stats.notes_encoded == 0:
+            raise MidiReadError(f"no notes in the encodable range ({stats.lost()})")
+    except ComposerError as e:
+        return _Encoded(path, sha, error=str(e))
+    except _FileTimeout:
+        return _Encoded(path, sha, error=f"took longer than {FILE_TIME_LIMIT_S} s to read")
+    except MemoryError:
+        return _Encoded(path, sha, error="too large to encode in memory")
+    except Exception as e:  # a bug of ours on a weird file must not cost the other files
+        return _Encoded(path, sha, error=f"unexpected {type(e).__name__}: {e}")
+    pitched = [n.pitch for inst in score.instruments if not inst.is_drum for n in inst.notes]
+    lost = {**stats.lost(), **report.problems()}
+    return _Encoded(
+        path,
+        sha,
+        ids=ids,
+        notes=stats.notes_encoded,
+        seconds=score.duration_seconds,
+        pitch_min=min(pitched) if pitched else None,
+        pitch_max=max(pitched) if pitched else None,
+        programs=tuple(sorted({DRUMS if i.is_drum else i.program for i in score.instruments})),
+        lost=lost,
+    )
+
+
+def _work(path: str) -> _Encoded:
+    assert _worker_tokenizer is not None
+    if hasattr(signal, "SIGALRM"):
+        signal.alarm(FILE_TIME_LIMIT_S)
+    try:
+        return encode_file(path, _worker_tokenizer)
+    except _FileTimeout:
+        return _Encoded(path, "", error=f"took longer than {FILE_TIME_LIMIT_S} s to read")
+    finally:
+        if hasattr(signal, "SIGALRM"):
+            signal.alarm(0)
+
+
+def existing_config(out_dir: Path) -> TokenizerConfig | None:
+    """The tokenizer config of a corpus already in ``out_dir``, if any."""
+    mpath = out_dir / MANIFEST
+    if not mpath.is_file():
+        return None
+    try:
+        return TokenizerConfig.from_dict(json.loads(mpath.read_text())["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError, ComposerError):
+        return None
+
+
+def build_corpus(
+    sources: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    config: TokenizerConfig | None = None,
+    encoding: str | None = None,
+    workers: int | None = None,
+    val_fraction: float = 0.1,
+    strict: bool = False,
+    progress: Callable[[Iterator[_Encoded], int], Iterator[_Encoded]] | None = None,
+) -> BuildResult:
+    """Encode every MIDI file under ``sources`` into a corpus at ``out_dir``; see the module docstring.
+
+    ``config`` (or just ``encoding``) picks the tokenizer; with neither, an existing corpus keeps its own
+    and a new one uses the defaults. ``strict`` raises CorpusError on the first bad file instead of skipping.
+    ``progress`` wraps the result iterator (e.g. a tqdm bar) given the file count.
+    """
+    t0 = time.perf_counter()
+    sources = [Path(s) for s in sources]
+    out = Path(out_dir)
+    if not 0.0 <= val_fraction < 1.0:
+        raise CorpusError(f"val fraction must be in [0, 1), got {val_fraction}")
+    if workers is not None and workers < 1:
+        raise CorpusError(f"workers must be at least 1, got {workers}")
+    old_config = existing_config(out)
+    if config is None:
+        config = old_config or TokenizerConfig()
+        if encoding is not None and encoding != config.encoding:
+            config = TokenizerConfig(encoding=encoding)
+    paths = find_midi_files(sources)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"{out}: cannot create corpus folder: {e.strerror or e}") from None
+
+    # what the existing corpus already holds, by content hash (only if the tokenizer is unchanged)
+    old: Corpus | None = None
+    old_by_sha: dict[str, Piece] = {}
+    old_skipped: dict[str, str] = {}
+    if old_config == config:
+        try:
+            old = Corpus.open(out)
+            old_by_sha = {p.sha256: p for p in old.pieces()}
+            old_skipped = {s["sha256"]: s["reason"] for s in old.manifest.get("skipped", []) if s.get("sha256")}
+        except CorpusError:
+            old = None
+    known = frozenset(old_by_sha) | frozenset(old_skipped)
+
+    result = BuildResult(out_dir=out, files_seen=len(paths))
+    n_workers = min(workers or os.cpu_count() or 1, max(len(paths), 1))
+    results = _encode_all([str(p) for p in paths], config, known, n_workers)
+    if progress is not None:
+        results = progress(results, len(paths))
+
+    tmp_name = f".tokens.{os.getpid()}.tmp"
+    tmp_path = out / tmp_name
+    hasher = hashlib.sha256()
+    entries: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    seen_sha: dict[str, str] = {}
+    offset = 0
+    lost: dict[str, int] = {}
+    try:
+        with open(tmp_path, "wb") as fh:
+            for enc in results:
+                if enc.cached:
+                    if enc.sha256 in old_skipped:
+                        enc.error = old_skipped[enc.sha256]
+                    else:
+                        assert old is not None
+                        prev = old_by_sha[enc.sha256]
+                        enc.ids = old.piece_tokens(prev)
+                        enc.notes, enc.seconds = prev.notes, prev.seconds
+                        enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
+                        enc.programs, enc.lost = prev.programs, prev.lost
+                        result.reused += 1
+                elif enc.error is None:
+                    result.encoded += 1
+                if enc.error is None and enc.sha256 in seen_sha:
+                    enc.error = f"duplicate of {seen_sha[enc.sha256]}"
+                if enc.error is not None:
+                    if strict:
+                        raise CorpusError(f"{enc.path}: {enc.error}")
+                    skipped.append({"path": enc.path, "sha256": enc.sha256, "reason": enc.error})
+                    continue
+                assert enc.ids is not None
+                seen_sha[enc.sha256] = enc.path
+                data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
+                fh.write(data)
+                hasher.update(data)
+                entries.append(
+                    {
+                        "path": enc.path,
+                        "sha256": enc.sha256,
+                        "offset": offset,
+                        "length": len(enc.ids),
+                        "notes": enc.notes,
+                        "seconds": round(enc.seconds, 3),
+                        "split": split_of(enc.sha256, val_fraction),
+                        "pitch_min": enc.pitch_min,
+                        "pitch_max": enc.pitch_max,
+                        "programs": list(enc.programs),
+                        "lost": enc.lost,
+                    }
+                )
+                offset += len(enc.ids)
+                for k, v in enc.lost.items():
+                    lost[k] = lost.get(k, 0) + v
+            fh.flush()
+            os.fsync(fh.fileno())
+        _ensure_val(entries, val_fraction)
+        digest = hasher.hexdigest()
+        tokens_file = f"tokens-{digest[:16]}.bin"
+        os.replace(tmp_path, out / tokens_file)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+    fingerprint = hashlib.sha256((digest + json.dumps(config.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "tokenizer": config.to_dict(),
+        "tokens_file": tokens_file,
+        "total_tokens": offset,
+        "fingerprint": fingerprint,
+        "val_fraction": val_fraction,
+        "sources": [str(s) for s in sources],
+        "files": entries,
+        "skipped": skipped,
+    }
+    config.save(out / TOKENIZER)
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    _atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in skipped))
+    # the previous token file is no longer referenced
+    for f in out.glob("tokens-*.bin"):
+        if f.name != tokens_file:
+            f.unlink()
+
+    result.skipped = [(s["path"], s["reason"]) for s in skipped]
+    result.pieces = len(entries)
+    result.tokens = offset
+    result.notes = sum(e["notes"] for e in entries)
+    result.seconds = sum(e["seconds"] for e in entries)
+    result.lost = lost
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
+    """A small corpus whose hashes all fell in train still gets one validation piece."""
+    if val_fraction > 0 and len(entries) >= 2 and not any(e["split"] == "val" for e in entries):
+        min(entries, key=lambda e: e["sha256"])["split"] = "val"
+
+
+def _encode_all(paths: list[str], config: TokenizerConfig, known: frozenset[str], workers: int) -> Iterator[_Encoded]:
+    """Encoded files in path order; in worker processes when workers > 1."""
+    if workers <= 1 or len(paths) <= 1:
+        global _worker_tokenizer, _worker_known
+        _worker_tokenizer, _worker_known = tokenizer_from_config(config), known
+        try:
+            for p in paths:
+                yield encode_file(p, _worker_tokenizer)
+        finally:
+            _worker_tokenizer, _worker_known = None, frozenset()
+        return
+    # fork where there is one: workers run only the reader and numpy (no threads), and fork needs no
+    # `if __name__ == "__main__"` guard in a user's script; spawn elsewhere.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    chunk = max(1, min(32, len(paths) // (workers * 8)))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), known)) as pool:
+        yield from pool.imap(_work, paths, chunksize=chunk)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def corpus_stats_json(result: BuildResult) -> dict[str, Any]:
+    d = asdict(result)
+    d["out_dir"] = str(result.out_dir)
+    return d

@@ -1,0 +1,134 @@
+"""Device and numeric-precision selection shared by training, generation and the benchmarks.
+
+``resolve_device("auto")`` picks the best accelerator present (CUDA, then Apple MPS, then the CPU).
+Mixed precision is used only on CUDA: bfloat16 where the GPU supports it (no loss scaling needed),
+float16 with a ``GradScaler`` otherwise. On the CPU and MPS everything stays float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from composer.errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """Turn ``auto|cpu|cuda|mps`` (or ``cuda:N``) into a ``torch.device``, failing clearly if absent.
+
+    ``local_rank`` (set under torchrun) selects the GPU of this process when the name is ``auto``/``cuda``.
+    """
+    base = name.split(":", 1)[0]
+    if base not in DEVICE_CHOICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {name!r}")
+    if base == "auto":
+        if torch.cuda.is_available():
+            base = "cuda"
+        elif mps_available():
+            base = "mps"
+        else:
+            base = "cpu"
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device 'cuda' was requested but no CUDA GPU is available (use --device auto/cpu)"
+            )
+        if ":" in name:
+            return torch.device(name)
+        return torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+    if base == "mps":
+        if not mps_available():
+            raise ConfigError(
+                "device 'mps' was requested but Apple MPS is not available (use --device auto/cpu)"
+            )
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16/fp16 on CUDA, ``None`` (plain float32) elsewhere.
+
+    bfloat16 is chosen only where the GPU has it *and* this torch/cuDNN build runs an LSTM under bf16
+    autocast (cuDNN RNNs gained bf16 late), which a tiny forward/backward probe settles once.
+    """
+    if not enabled or device.type != "cuda":
+        return None
+    if torch.cuda.is_bf16_supported() and _lstm_autocast_works(device, torch.bfloat16):
+        return torch.bfloat16
+    return torch.float16
+
+
+_PROBED: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _lstm_autocast_works(device: torch.device, dtype: torch.dtype) -> bool:
+    key = (str(device), dtype)
+    if key not in _PROBED:
+        try:
+            lstm = torch.nn.LSTM(8, 8, num_layers=2, batch_first=True).to(device)
+            x = torch.randn(2, 3, 8, device=device, requires_grad=True)
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                out, _ = lstm(x)
+            out.float().sum().backward()
+            _PROBED[key] = True
+        except RuntimeError:
+            _PROBED[key] = False
+    return _PROBED[key]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    """An autocast context for ``dtype``, or a no-op context when ``dtype`` is ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A loss scaler is needed only for float16 (bfloat16 has float32's exponent range)."""
+    if dtype is torch.float16:
+        return torch.amp.GradScaler(device.type)
+    return None
+
+
+def set_threads(num_threads: int) -> None:
+    """Set torch's intra-op CPU threads; 0 keeps torch's default."""
+    if num_threads > 0 and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels (for honest timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextlib.contextmanager
+def cuda_oom_as(message: str) -> Iterator[None]:
+    """Re-raise a CUDA out-of-memory error as a ``ComposerError`` carrying ``message``."""
+    from composer.errors import ComposerError
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise ComposerError(message) from exc
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

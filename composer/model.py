@@ -1,0 +1,184 @@
+"""The music model: token embedding -> multi-layer LSTM -> dropout -> projection to the vocabulary.
+
+There is exactly one ``forward(tokens, state) -> (logits, state)``: training feeds it window after window
+with the recurrent state carried over (truncated backpropagation through time), evaluation does the same
+without gradients, and generation feeds it one token at a time. ``state`` is the LSTM's ``(h, c)`` pair,
+each ``(num_layers, batch, hidden_size)``, or ``None`` for a fresh start.
+
+On CUDA ``torch.nn.LSTM`` runs the fused cuDNN kernels; nothing here is device specific.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer.errors import ConfigError
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+#: Architecture presets (everything but the vocabulary size). Tokens/s measured on the dev machine's
+#: single CPU thread, batch 32 x window 128, are in ``benchmarks/train.py``'s output and the docs.
+#: - small: the default; learns the built-in Bach chorales well in a few CPU minutes.
+#: - medium: a bigger CPU/GPU model for corpora of a few hundred pieces and up.
+#: - large: Performance RNN's 3 x 512, meant for a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"embed_dim": 256, "hidden_size": 256, "num_layers": 2, "dropout": 0.2, "tie_weights": True},
+    "medium": {"embed_dim": 384, "hidden_size": 384, "num_layers": 2, "dropout": 0.2, "tie_weights": True},
+    "large": {"embed_dim": 512, "hidden_size": 512, "num_layers": 3, "dropout": 0.3, "tie_weights": True},
+}
+DEFAULT_PRESET = "small"
+
+_MAX_VOCAB = 1 << 20
+_MAX_WIDTH = 65536
+_MAX_LAYERS = 64
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network (its weights live in the checkpoint)."""
+
+    vocab_size: int
+    embed_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.2
+    tie_weights: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("vocab_size", self.vocab_size, 4, _MAX_VOCAB)
+        _check_int("embed_dim", self.embed_dim, 1, _MAX_WIDTH)
+        _check_int("hidden_size", self.hidden_size, 1, _MAX_WIDTH)
+        _check_int("num_layers", self.num_layers, 1, _MAX_LAYERS)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ConfigError(f"dropout must be a number in 0.0..0.95, got {self.dropout!r}")
+        if not 0.0 <= float(self.dropout) <= 0.95:
+            raise ConfigError(f"dropout must be in 0.0..0.95, got {self.dropout!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
+        if not isinstance(self.tie_weights, bool):
+            raise ConfigError(f"tie_weights must be true or false, got {self.tie_weights!r}")
+        if self.tie_weights and self.embed_dim != self.hidden_size:
+            raise ConfigError(
+                f"tie_weights needs embed_dim == hidden_size, got embed_dim={self.embed_dim}, "
+                f"hidden_size={self.hidden_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        if "vocab_size" not in data:
+            raise ConfigError("model config is missing vocab_size")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, preset: str, vocab_size: int, **overrides: Any) -> ModelConfig:
+        """A preset's architecture for ``vocab_size``; ``None`` overrides keep the preset's value."""
+        if preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        values = dict(PRESETS[preset])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        # A width override on a tied preset unties it instead of failing, unless tying was asked for.
+        if overrides.get("tie_weights") is None and values["embed_dim"] != values["hidden_size"]:
+            values["tie_weights"] = False
+        return cls.from_dict({"vocab_size": vocab_size, **values})
+
+
+class LSTMModel(nn.Module):
+    """Embedding -> ``num_layers`` LSTM -> dropout -> linear head (tied to the embedding if asked)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.lstm = nn.LSTM(
+            input_size=config.embed_dim,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        if config.tie_weights:
+            # The head reuses embed.weight (vocab, hidden); only its bias is its own.
+            self.head: nn.Linear | None = None
+            self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        else:
+            self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.embed.weight, mean=0.0, std=0.05)
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in param.data.chunk(4, dim=0):
+                    nn.init.orthogonal_(gate)
+            elif name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(param.data)
+            else:
+                # Biases: zero, except a forget-gate bias of 1 (gate order i, f, g, o) so that
+                # early on the cell remembers instead of forgetting.
+                param.data.zero_()
+                if name.startswith("bias_ih"):
+                    h = self.config.hidden_size
+                    param.data[h : 2 * h] = 1.0
+        if self.head is not None:
+            nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """A zero ``(h, c)`` state for ``batch_size`` rows."""
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        dev = device if device is not None else self.embed.weight.device
+        return torch.zeros(shape, device=dev), torch.zeros(shape, device=dev)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``tokens`` (batch, time) int ids -> ``logits`` (batch, time, vocab) and the new ``(h, c)``."""
+        x = self.embed(tokens)  # (B, T) -> (B, T, E)
+        if state is not None:
+            # Autocast may hand back a half-precision state; the LSTM wants it in the input's dtype.
+            state = (state[0].to(x.dtype), state[1].to(x.dtype))
+        out, (h, c) = self.lstm(x, state)  # out: (B, T, H); h, c: (L, B, H)
+        out = self.drop(out)
+        if self.head is None:  # tied: the embedding matrix (V, E == H) doubles as the output projection
+            weight, bias = self.embed.weight, self.head_bias
+        else:
+            weight, bias = self.head.weight, self.head.bias
+        logits = F.linear(out, weight, bias)  # (B, T, H) @ (V, H)^T + (V,) -> (B, T, V)
+        return logits, (h, c)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: ModelConfig) -> LSTMModel:
+    return LSTMModel(config)
+
+
+def detach_state(state: State) -> State:
+    """Cut the autograd graph between windows (truncated BPTT) while keeping the values.
+
+    The carried state is kept in float32 even when autocast computed it in half precision."""
+    return state[0].detach().float(), state[1].detach().float()
+
+
+def reset_rows(state: State, keep: torch.Tensor) -> State:
+    """Zero the rows of ``state`` where ``keep`` (shape (batch,), bool or 0/1) is false."""
+    k = keep.to(state[0].dtype).view(1, -1, 1)  # (B,) -> (1, B, 1), broadcast over layers and units
+    return state[0] * k, state[1] * k

@@ -1,0 +1,1266 @@
+"""Training: one readable loop, in the spirit of nanoGPT, for the LSTM in ``composer.model``.
+
+How the data flows
+------------------
+The training pieces are copied once into ONE token tensor on the device. ``batch_size`` rows each stream
+through a piece, ``window`` tokens at a time (truncated backpropagation through time): the LSTM state a
+row ends one window with is carried (detached) into its next window, so the model learns dependencies
+far longer than a window. When a row's piece ends it takes the next piece of a shuffled order and its
+state is zeroed. A window never spans two pieces: the tail of a piece is padded and PAD targets are
+ignored by the loss. Batches are gathered by index arithmetic (row start + arange), no DataLoader.
+
+Each row draws an augmentation when it starts a piece (transposition kept inside the piece's pitch range,
+never applied to drums; velocity jitter; time stretch for the performance encoding), applied on the device
+through precomputed lookup tables.
+
+Everything that decides the next step (weights, optimizer moments, every row's piece, cursor, carried
+state and augmentation, the shuffled order, RNG states) is saved in the checkpoint, so ``resume=True``
+continues exactly where a run stopped, even after SIGKILL: on the CPU the resumed loss curve equals the
+uninterrupted one.
+
+Under ``torchrun`` (RANK/WORLD_SIZE set) the same ``train()`` runs DistributedDataParallel: every process
+streams its own share of the pieces, validation losses are summed over processes, and process 0 alone
+writes checkpoints, metrics and plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer import __version__
+from composer.checkpoint import (
+    BEST,
+    LAST,
+    METRICS_FILE,
+    PLOT_FILE,
+    RawCheckpoint,
+    find_last,
+    join_tensors,
+    model_from_raw,
+    optimizer_state_from_json,
+    read_checkpoint,
+    split_tensors,
+    write_checkpoint,
+)
+from composer.device import (
+    amp_dtype,
+    autocast,
+    describe,
+    make_grad_scaler,
+    resolve_device,
+    set_threads,
+)
+from composer.errors import CheckpointError, ComposerError, ConfigError, CorpusError
+from composer.model import PRESETS, LSTMModel, ModelConfig, State, detach_state, reset_rows
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def _check(name: str, value: Any, lo: float, hi: float, kind: type | tuple[type, ...] = int) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, kind) and lo <= value <= hi
+    if not ok:
+        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyper-parameter of a training run. Stored in each checkpoint; validated on construction."""
+
+    # --- model: a preset, optionally overridden field by field (None keeps the preset's value)
+    preset: str = "small"
+    embed_dim: int | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    dropout: float | None = None
+    tie_weights: bool | None = None
+    # --- data
+    batch_size: int = 32  # rows streamed in parallel (per process)
+    window: int = 128  # tokens per truncated-BPTT window
+    # --- optimisation (AdamW, linear warm-up then cosine decay to min_lr)
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # where the cosine reaches min_lr; None = max_steps
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 = off
+    grad_accum: int = 1  # windows per optimizer step
+    # --- stopping
+    max_steps: int = 3000
+    max_minutes: float | None = None  # wall-clock budget of one invocation
+    eval_every: int = 200
+    eval_batches: int = 0  # validation windows per evaluation (per process); 0 = the whole val split
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    max_bad_steps: int = 10  # consecutive non-finite losses before giving up
+    # --- runtime
+    seed: int = 1337
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + loss scaling)
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    # --- augmentation, drawn per piece
+    transpose: int = 6  # up to this many semitones either way, kept inside the piece's pitch range
+    velocity_jitter: int = 1  # shift all velocities by up to this many bins either way
+    time_stretch: float = 0.05  # performance encoding: stretch time by up to this fraction either way
+    time_stretch_steps: int = 5  # distinct stretch factors in [1 - time_stretch, 1 + time_stretch]
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        _check("batch_size", self.batch_size, 1, 65536)
+        _check("window", self.window, 1, 1 << 20)
+        for name in ("lr", "min_lr"):
+            _check(name, getattr(self, name), 0.0, 10.0, (int, float))
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr!r}")
+        _check("warmup_steps", self.warmup_steps, 0, 1 << 40)
+        if self.lr_decay_steps is not None:
+            _check("lr_decay_steps", self.lr_decay_steps, 1, 1 << 40)
+        _check("weight_decay", self.weight_decay, 0.0, 10.0, (int, float))
+        _check("beta1", self.beta1, 0.0, 0.999999, (int, float))
+        _check("beta2", self.beta2, 0.0, 0.999999, (int, float))
+        _check("grad_clip", self.grad_clip, 0.0, 1e6, (int, float))
+        _check("grad_accum", self.grad_accum, 1, 4096)
+        _check("max_steps", self.max_steps, 1, 1 << 40)
+        if self.max_minutes is not None:
+            _check("max_minutes", self.max_minutes, 0.0, 1e7, (int, float))
+        _check("eval_every", self.eval_every, 1, 1 << 40)
+        _check("eval_batches", self.eval_batches, 0, 1 << 40)
+        _check("patience", self.patience, 0, 1 << 20)
+        _check("max_bad_steps", self.max_bad_steps, 1, 1 << 20)
+        _check("seed", self.seed, 0, 2**63 - 1)
+        if self.device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"amp must be true or false, got {self.amp!r}")
+        _check("num_threads", self.num_threads, 0, 1024)
+        _check("transpose", self.transpose, 0, 127)
+        _check("velocity_jitter", self.velocity_jitter, 0, 127)
+        _check("time_stretch", self.time_stretch, 0.0, 0.5, (int, float))
+        _check("time_stretch_steps", self.time_stretch_steps, 1, 101)
+        self.model_config(vocab_size=16)  # validates the architecture overrides early
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig.from_preset(
+            self.preset,
+            vocab_size,
+            embed_dim=self.embed_dim,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            tie_weights=self.tie_weights,
+        )
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"train config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps completed in total (including earlier runs this one resumed)
+    best_val_loss: float | None  # nats/token
+    best_step: int | None
+    val_loss: float | None  # at the last evaluation
+    val_nats_per_note: float | None
+    last_path: Path | None
+    best_path: Path | None
+    run_dir: Path
+    stop_reason: str  # max_steps | max_minutes | early_stop | interrupted
+    tokens_per_s: float  # real (non-PAD) target tokens per second of training, all processes
+    positions_per_s: float  # batch x window positions per second (what a bare loop processes)
+    elapsed_s: float
+    skipped_steps: int = 0
+    train_losses: list[float] = field(default_factory=list)  # this invocation's per-step train losses
+
+
+def get_lr(step: int, config: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine to ``min_lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / (config.warmup_steps + 1)
+    decay_steps = config.lr_decay_steps or config.max_steps
+    if step >= decay_steps:
+        return config.min_lr
+    ratio = (step - config.warmup_steps) / max(1, decay_steps - config.warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return config.min_lr + coeff * (config.lr - config.min_lr)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+class TokenStore:
+    """One split's pieces packed into one token tensor on the device, plus the per-piece table.
+
+    ``offsets``/``lengths`` index the packed tensor (not the corpus file). ``drums`` marks tokens that
+    belong to drum notes (never transposed); it is built only when asked for.
+    """
+
+    def __init__(
+        self,
+        corpus_tokens: np.ndarray,
+        pieces: list[Any],
+        device: torch.device,
+        tokenizer: Any = None,
+        drums: bool = False,
+        keep_host: bool = False,
+    ) -> None:
+        lengths = np.array([p.length for p in pieces], dtype=np.int64)
+        offsets = np.zeros(len(pieces), dtype=np.int64)
+        if len(pieces):
+            offsets[1:] = np.cumsum(lengths)[:-1]
+        packed = np.empty(int(lengths.sum()), dtype=np.int32)
+        for p, off in zip(pieces, offsets.tolist(), strict=True):
+            packed[off : off + p.length] = corpus_tokens[p.offset : p.offset + p.length]
+        self.offsets = offsets
+        self.lengths = lengths
+        self.notes = np.array([p.notes for p in pieces], dtype=np.int64)
+        self.pitch_min = np.array(
+            [-1 if p.pitch_min is None else p.pitch_min for p in pieces], dtype=np.int64
+        )
+        self.pitch_max = np.array(
+            [-1 if p.pitch_max is None else p.pitch_max for p in pieces], dtype=np.int64
+        )
+        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int32, all pieces back to back
+        self.drums: torch.Tensor | None = None
+        if drums and tokenizer is not None:
+            self.drums = torch.from_numpy(_drum_mask(tokenizer, packed, offsets)).to(device)
+        self.host: np.ndarray | None = packed if keep_host else None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def _drum_mask(tokenizer: Any, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """``tokenizer.drum_context`` over all pieces, in chunks cut at piece starts (its state resets at BOS)."""
+    mask = np.zeros(len(packed), dtype=np.bool_)
+    starts = offsets.tolist() + [len(packed)]
+    i = 0
+    while i < len(starts) - 1:
+        j = i + 1
+        while j < len(starts) - 1 and starts[j + 1] - starts[i] <= chunk:
+            j += 1
+        a, b = starts[i], starts[j]
+        mask[a:b] = np.asarray(tokenizer.drum_context(packed[a:b]), dtype=np.bool_)
+        i = j
+    return mask
+
+
+@dataclass
+class WindowPlan:
+    """Host-side description of one window for every row (all arrays have shape (batch,))."""
+
+    piece: np.ndarray  # piece index per row, -1 for a row with nothing left (validation only)
+    cursor: np.ndarray  # position in the piece of the row's first input token
+    n_valid: np.ndarray  # targets that are real tokens (the rest is PAD); 0 for an idle row
+    new: np.ndarray  # bool: the row starts a piece here, so its carried state is zeroed
+    aug: np.ndarray  # (batch, 2) int: pitch-table and other-table index of the row's augmentation
+
+
+class PieceStream:
+    """Assigns pieces to batch rows and walks each row through its piece one window at a time.
+
+    With ``loop`` the pieces are visited in a shuffled order, reshuffled every epoch, forever; without it
+    (validation) in index order once, after which rows go idle. ``sample_aug(piece)`` (optional) draws the
+    augmentation for a row starting ``piece``. All randomness comes from ``rng``, saved with the state.
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        window: int,
+        rng: np.random.Generator | None = None,
+        loop: bool = True,
+        sample_aug: Callable[[int], tuple[int, int]] | None = None,
+    ) -> None:
+        if loop and len(lengths) == 0:
+            raise CorpusError("no training pieces to stream")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.window = window
+        self.rng = rng
+        self.loop = loop
+        self.sample_aug = sample_aug
+        self.order = np.arange(len(self.lengths), dtype=np.int64)
+        if loop and rng is not None:
+            rng.shuffle(self.order)
+        self.ptr = 0
+        self.epoch = 0
+        self.piece = np.full(batch_size, -1, dtype=np.int64)
+        self.cursor = np.zeros(batch_size, dtype=np.int64)
+        self.aug = np.zeros((batch_size, 2), dtype=np.int64)
+
+    def _next_piece(self) -> int:
+        if self.ptr >= len(self.order):
+            if not self.loop:
+                return -1
+            if self.rng is not None:
+                self.rng.shuffle(self.order)
+            self.ptr = 0
+            self.epoch += 1
+        p = int(self.order[self.ptr])
+        self.ptr += 1
+        return p
+
+    def next(self) -> WindowPlan:
+        active = self.piece >= 0
+        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
+        new = remaining <= 0  # piece finished (or never started): take the next one
+        for r in np.flatnonzero(new).tolist():  # O(rows starting a piece) bookkeeping
+            p = self._next_piece()
+            self.piece[r] = p
+            self.cursor[r] = 0
+            if p >= 0 and self.sample_aug is not None:
+                self.aug[r] = self.sample_aug(p)
+            else:
+                self.aug[r] = 0
+        active = self.piece >= 0
+        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
+        plan = WindowPlan(
+            piece=self.piece.copy(),
+            cursor=self.cursor.copy(),
+            n_valid=np.minimum(remaining, self.window),
+            new=new & active,
+            aug=self.aug.copy(),
+        )
+        self.cursor += self.window
+        return plan
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.loop and self.ptr >= len(self.order) and bool((self.piece < 0).all())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "order": self.order.copy(),
+            "ptr": self.ptr,
+            "epoch": self.epoch,
+            "piece": self.piece.copy(),
+            "cursor": self.cursor.copy(),
+            "aug": self.aug.copy(),
+            "rng": None if self.rng is None else self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        order = np.asarray(state["order"], dtype=np.int64)
+        piece = np.asarray(state["piece"], dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self.lengths))) or piece.shape != (self.batch_size,):
+            raise CheckpointError("saved data position does not fit this corpus split and batch size")
+        self.order = order.copy()
+        self.ptr = int(state["ptr"])
+        self.epoch = int(state["epoch"])
+        self.piece = piece.copy()
+        self.cursor = np.asarray(state["cursor"], dtype=np.int64).copy()
+        self.aug = np.asarray(state["aug"], dtype=np.int64).reshape(self.batch_size, 2).copy()
+        if self.rng is not None and state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+
+
+class Augmenter:
+    """Lookup tables for on-the-fly augmentation, built once, and the per-piece draw.
+
+    ``pitch`` is (2 * transpose + 1, vocab): row ``k`` transposes by ``k - transpose`` semitones.
+    ``other`` is (velocity options x stretch options, vocab): velocity jitter then time stretch.
+    """
+
+    def __init__(self, tokenizer: Any, config: TrainConfig, store: TokenStore, device: torch.device) -> None:
+        self.store = store
+        self.t = config.transpose
+        vocab = tokenizer.vocab.size
+        identity = np.arange(vocab, dtype=np.int64)
+        self.pitch: torch.Tensor | None = None
+        if self.t > 0:
+            table = np.stack([tokenizer.transpose_lut(s) for s in range(-self.t, self.t + 1)])
+            self.pitch = torch.from_numpy(table.astype(np.int64)).to(device)
+        vel = [tokenizer.velocity_lut(d) for d in range(-config.velocity_jitter, config.velocity_jitter + 1)]
+        factors = [1.0]
+        if getattr(tokenizer.config, "encoding", "beat") == "performance" and config.time_stretch > 0:
+            factors = np.linspace(
+                1 - config.time_stretch, 1 + config.time_stretch, config.time_stretch_steps
+            ).tolist()
+        stretch = [np.asarray(tokenizer.time_stretch_lut(float(f)), dtype=np.int64) for f in factors]
+        other = np.stack([s[np.asarray(v, dtype=np.int64)] for v in vel for s in stretch])  # stretch(vel(id))
+        self.n_other = len(other)
+        self.other: torch.Tensor | None = None
+        if not all((row == identity).all() for row in other):
+            self.other = torch.from_numpy(other).to(device)
+
+    def sample(self, rng: np.random.Generator, piece: int) -> tuple[int, int]:
+        t_idx = 0
+        if self.pitch is not None:
+            lo, hi = -self.t, self.t
+            pmin, pmax = int(self.store.pitch_min[piece]), int(self.store.pitch_max[piece])
+            if pmin >= 0:
+                lo, hi = max(lo, -pmin), min(hi, 127 - pmax)
+            shift = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
+            t_idx = shift + self.t
+        o_idx = int(rng.integers(0, self.n_other)) if self.n_other > 1 else 0
+        return t_idx, o_idx
+
+
+class Batcher:
+    """Turns a ``WindowPlan`` into device tensors by index arithmetic on the packed token tensor."""
+
+    def __init__(self, store: TokenStore, window: int, pad_id: int, augmenter: Augmenter | None) -> None:
+        self.store = store
+        self.window = window
+        self.pad_id = pad_id
+        self.aug = augmenter
+        self.device = store.tokens.device
+        self.positions = torch.arange(window + 1, device=self.device)  # (T+1,)
+        self.offsets = store.offsets
+
+    def gather(self, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> inputs (B, T), targets (B, T) (PAD where not real), keep (B,) bool (False: zero the state)."""
+        piece = np.maximum(plan.piece, 0)
+        start = np.where(plan.piece >= 0, self.offsets[piece] + plan.cursor, 0)
+        n_tok = np.where(plan.n_valid > 0, plan.n_valid + 1, 0)  # inputs + the final target
+        host = np.stack([start, n_tok, plan.new.astype(np.int64), plan.aug[:, 0], plan.aug[:, 1]], axis=1)
+        meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 5), one transfer
+        start_t, n_tok_t, new_t, t_idx, o_idx = meta.unbind(1)
+        idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
+        valid = self.positions[None, :] < n_tok_t[:, None]  # (B, T+1)
+        idx = torch.where(valid, idx, 0)
+        x = self.store.tokens[idx].long()  # (B, T+1)
+        if self.aug is not None:
+            if self.aug.pitch is not None:
+                shifted = self.aug.pitch[t_idx[:, None], x]  # (B, 1) row, (B, T+1) id -> (B, T+1)
+                if self.store.drums is not None:
+                    shifted = torch.where(self.store.drums[idx], x, shifted)
+                x = shifted
+            if self.aug.other is not None:
+                x = self.aug.other[o_idx[:, None], x]  # (B, T+1)
+        x = x.masked_fill(~valid, self.pad_id)
+        return x[:, :-1], x[:, 1:], new_t == 0  # (B, T), (B, T), (B,)
+
+
+# ------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_name: str) -> DistInfo:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE in the environment)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistInfo(rank, world, local, False)
+    use_cuda = device_name.split(":", 1)[0] in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local, True)
+
+
+def _all_reduce_sum(t: torch.Tensor, dist_info: DistInfo) -> torch.Tensor:
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    loss: float  # nats per token
+    nats_per_note: float
+    tokens: int
+    notes: int
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    store: TokenStore,
+    tokenizer: Any,
+    batch_size: int,
+    window: int,
+    max_batches: int = 0,
+    device_dtype: torch.dtype | None = None,
+    dist_info: DistInfo | None = None,
+) -> EvalResult | None:
+    """Validation loss, streamed like training (state carried through each piece), deterministic.
+
+    ``max_batches`` > 0 stops after that many windows (the same pieces every time). Returns ``None`` when
+    there is nothing to evaluate on any process.
+    """
+    dist_info = dist_info or DistInfo()
+    was_training = model.training
+    model.eval()
+    device = store.tokens.device
+    pad_id = int(tokenizer.pad_id)
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    evaluated = np.zeros(len(store), dtype=np.int64)  # targets evaluated per piece (a prefix)
+    if len(store):
+        stream = PieceStream(store.lengths, batch_size, window, rng=None, loop=False)
+        batcher = Batcher(store, window, pad_id, None)
+        state = model.init_state(batch_size, device)  # type: ignore[operator]
+        n = 0
+        while not (max_batches and n >= max_batches):
+            plan = stream.next()
+            if (plan.piece < 0).all():
+                break
+            inputs, targets, keep = batcher.gather(plan)
+            state = reset_rows(state, keep)
+            with autocast(device, device_dtype):
+                logits, state = model(inputs, state)
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)).float(),  # (B, T, V) -> (B*T, V)
+                    targets.reshape(-1),  # (B, T) -> (B*T,)
+                    ignore_index=pad_id,
+                    reduction="sum",
+                )
+            nll += loss.double()
+            state = detach_state(state)
+            act = plan.piece >= 0
+            evaluated[plan.piece[act]] = plan.cursor[act] + plan.n_valid[act]
+            n += 1
+    tokens = int(evaluated.sum())
+    notes = 0
+    host = store.host
+    for i in np.flatnonzero(evaluated).tolist():
+        off = int(store.offsets[i])
+        if host is not None:
+            notes += int(tokenizer.note_count(host[off + 1 : off + 1 + int(evaluated[i])]))
+    totals = torch.tensor([nll.item(), float(tokens), float(notes)], dtype=torch.float64, device=device)
+    totals = _all_reduce_sum(totals, dist_info)
+    if was_training:
+        model.train()
+    total_nll, total_tokens, total_notes = totals.tolist()
+    if total_tokens <= 0:
+        return None
+    return EvalResult(
+        loss=total_nll / total_tokens,
+        nats_per_note=total_nll / total_notes if total_notes > 0 else float("nan"),
+        tokens=int(total_tokens),
+        notes=int(total_notes),
+    )
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+METRIC_FIELDS = (
+    "step",
+    "elapsed_s",
+    "lr",
+    "train_loss",
+    "grad_norm",
+    "tokens_per_s",
+    "val_loss",
+    "val_nats_per_note",
+    "skipped",
+)
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per optimizer step, validation columns filled at evaluations."""
+
+    def __init__(self, path: Path, enabled: bool, keep_through_step: int | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._fh: Any = None
+        if not enabled:
+            return
+        rows = read_metrics(path) if keep_through_step is not None and path.exists() else []
+        rows = [r for r in rows if keep_through_step is not None and int(r["step"]) <= keep_through_step]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in METRIC_FIELDS})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self._fh = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
+        self._writer = csv.DictWriter(self._fh, fieldnames=METRIC_FIELDS)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        self._writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv`` (a torn last line from a killed run is dropped)."""
+    rows: list[dict[str, str]] = []
+    try:
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    int(r.get("step") or "")
+                except ValueError:
+                    continue
+                if None in r or any(v is None for v in r.values()):
+                    continue
+                rows.append(r)
+    except FileNotFoundError:
+        return []
+    return rows
+
+
+def plot_metrics(metrics_path: Path, out_path: Path, title: str = "") -> None:
+    """Draw train/val loss (nats/token) and val nats/note to a PNG, atomically, without pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(metrics_path)
+    tr = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"] not in ("", "nan")]
+    va = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+    vn = [(int(r["step"]), float(r["val_nats_per_note"])) for r in rows if r["val_nats_per_note"]]
+    fig = Figure(figsize=(9, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2, 1)
+    if tr:
+        s, v = zip(*tr, strict=True)
+        ax.plot(s, v, color="tab:blue", alpha=0.3, linewidth=0.8, label="train")
+        k = max(1, len(v) // 50)
+        if k > 1:
+            smooth = np.convolve(np.asarray(v), np.ones(k) / k, mode="valid")
+            ax.plot(s[k - 1 :], smooth, color="tab:blue", linewidth=1.5, label=f"train (mean of {k})")
+    if va:
+        s, v = zip(*va, strict=True)
+        ax.plot(s, v, "o-", color="tab:orange", markersize=3, label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax2 = fig.add_subplot(1, 2, 2)
+    if vn:
+        s, v = zip(*vn, strict=True)
+        ax2.plot(s, v, "o-", color="tab:green", markersize=3)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("val loss (nats/note)")
+    ax2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out_path)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
+    )
+
+
+def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _restore_rng(saved: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(saved["torch_cpu"].to(torch.uint8))
+    if device.type == "cuda" and "torch_cuda" in saved:
+        torch.cuda.set_rng_state(saved["torch_cuda"].to(torch.uint8), device)
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, save, return. Second: stop at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested = False
+        self._old: Any = None
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _GracefulStop:
+        if self._enabled:
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _oom_message(config: TrainConfig) -> str:
+    return (
+        f"CUDA ran out of memory (preset {config.preset}, batch size {config.batch_size}, window "
+        f"{config.window}); lower --batch-size or --window, or choose a smaller --preset"
+    )
+
+
+@contextlib.contextmanager
+def _oom_guard(config: TrainConfig) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise ComposerError(_oom_message(config)) from exc
+
+
+def load_train_config(run_dir: str | os.PathLike[str]) -> TrainConfig | None:
+    """The training config stored in a run folder's ``last`` checkpoint (for ``--resume``), if any."""
+    last = find_last(run_dir)
+    if last is None:
+        return None
+    raw = read_checkpoint(last, prefer=LAST)
+    try:
+        return TrainConfig.from_dict(raw.meta["train_config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{raw.path}: bad train config ({e})") from None
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def train(
+    corpus: str | os.PathLike[str] | Any,
+    out_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    plot: bool = True,
+    run_args: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    on_step: Callable[[int, float, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train (or with ``resume`` continue) a model on a corpus; write checkpoints to ``out_dir``.
+
+    ``corpus`` is a corpus folder (or an open ``Corpus``). With ``resume`` the run continues from
+    ``out_dir/last`` exactly; ``config`` then defaults to the stored one (pass one to change e.g.
+    ``max_steps``; the architecture cannot change). Without ``resume`` an ``out_dir`` that already holds a
+    run is refused unless ``overwrite``. ``on_step(step, train_loss, model)`` is called after every step.
+    Raises ``ComposerError`` subclasses for anything a user can fix.
+    """
+    dist_info = _setup_distributed(config.device if config else "auto")
+    try:
+        return _train(
+            corpus,
+            Path(out_dir),
+            config,
+            resume,
+            progress,
+            overwrite,
+            plot,
+            run_args,
+            log,
+            on_step,
+            dist_info,
+        )
+    finally:
+        if dist_info.initialised_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _open_corpus(corpus: Any) -> Any:
+    if isinstance(corpus, str | os.PathLike):
+        from composer.corpus import Corpus
+
+        return Corpus.open(corpus)
+    return corpus
+
+
+def _train(
+    corpus_arg: Any,
+    run_dir: Path,
+    config: TrainConfig | None,
+    resume: bool,
+    progress: bool,
+    overwrite: bool,
+    plot: bool,
+    run_args: dict[str, Any] | None,
+    log: Callable[[str], None] | None,
+    on_step: Callable[[int, float, nn.Module], None] | None,
+    dist_info: DistInfo,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    is_main = dist_info.is_main
+    show = progress and is_main
+
+    def say(msg: str) -> None:
+        if not is_main:
+            return
+        if log is not None:
+            log(msg)
+        elif progress:
+            tqdm.write(msg, file=sys.stderr)
+
+    corpus = _open_corpus(corpus_arg)
+    tok = corpus.tokenizer
+    vocab_tokens = list(tok.vocab.tokens)
+
+    # ---- what is already in the run folder
+    raw: RawCheckpoint | None = None
+    last_path = find_last(run_dir)
+    if resume:
+        if last_path is not None:
+            raw = read_checkpoint(last_path, prefer=LAST)
+            if list(raw.meta["vocab"]) != vocab_tokens:
+                raise CheckpointError(
+                    f"{raw.path}: its vocabulary ({len(raw.meta['vocab'])} tokens) does not match corpus "
+                    f"{corpus.path} ({len(vocab_tokens)} tokens); resume with the corpus it was trained on"
+                )
+            if raw.meta.get("tokenizer_config") != tok.config.to_dict():
+                raise CheckpointError(f"{raw.path}: tokenizer config differs from corpus {corpus.path}")
+            if config is None:
+                try:
+                    config = TrainConfig.from_dict(raw.meta["train_config"])
+                except (ConfigError, KeyError, TypeError) as e:
+                    raise CheckpointError(f"{raw.path}: bad train config ({e})") from None
+        else:
+            say(f"nothing to resume in {run_dir}; starting a new run")
+    elif is_main and (last_path is not None or (run_dir / BEST).exists()):
+        if not overwrite:
+            raise ComposerError(f"{run_dir} already holds a training run; pass --resume to continue it")
+        import shutil
+
+        for name in (LAST, BEST, f".{LAST}.old", f".{BEST}.old"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in (METRICS_FILE, PLOT_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    config = config or TrainConfig()
+
+    # ---- device, threads, precision
+    set_threads(config.num_threads)
+    device = resolve_device(config.device, dist_info.local_rank if dist_info.enabled else None)
+    dtype = amp_dtype(device, config.amp)
+    scaler = make_grad_scaler(device, dtype)
+
+    # ---- data: this process's share of the pieces
+    train_pieces = corpus.pieces("train")[dist_info.rank :: dist_info.world_size]
+    val_pieces = corpus.pieces("val")[dist_info.rank :: dist_info.world_size]
+    train_pieces = [p for p in train_pieces if p.length >= 2]
+    if not train_pieces:
+        raise CorpusError(
+            f"{corpus.path}: no training pieces"
+            + (f" for process {dist_info.rank} of {dist_info.world_size}" if dist_info.enabled else "")
+        )
+    train_store = TokenStore(corpus.tokens, train_pieces, device, tok, drums=config.transpose > 0)
+    val_store = TokenStore(corpus.tokens, val_pieces, device, keep_host=True)
+    augmenter = Augmenter(tok, config, train_store, device)
+    data_rng = np.random.default_rng([config.seed, dist_info.rank])
+    stream = PieceStream(
+        train_store.lengths,
+        config.batch_size,
+        config.window,
+        rng=data_rng,
+        loop=True,
+        sample_aug=lambda piece: augmenter.sample(data_rng, piece),
+    )
+    batcher = Batcher(train_store, config.window, int(tok.pad_id), augmenter)
+
+    # ---- model and optimizer
+    torch.manual_seed(config.seed)
+    model_config = config.model_config(tok.vocab.size)
+    if raw is not None:
+        model, saved_config = model_from_raw(raw, device)
+        if saved_config != model_config:
+            raise ConfigError(
+                f"the architecture cannot change on --resume: {raw.path} has {saved_config.to_dict()}, "
+                f"the config asks for {model_config.to_dict()}"
+            )
+    else:
+        model = LSTMModel(model_config).to(device)
+    if dist_info.rank:
+        torch.manual_seed(config.seed + dist_info.rank)  # different dropout masks per process
+    optimizer = make_optimizer(model, config, device)
+    ddp: nn.Module = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- counters (restored on resume)
+    step = 0
+    best_val: float | None = None
+    best_step: int | None = None
+    last_eval: EvalResult | None = None
+    evals_since_best = 0
+    bad_streak = 0
+    skipped = 0
+    elapsed_before = 0.0  # wall-clock seconds of the invocations this one resumes
+    state: State = model.init_state(config.batch_size, device)
+
+    if raw is not None:
+        step = int(raw.meta["step"])
+        best_val = raw.meta.get("best_val_loss")
+        best_step = raw.meta.get("best_step")
+        tensors = raw.state_tensors()
+        try:
+            ts = join_tensors(raw.meta["train_state"], tensors)
+            optimizer.load_state_dict(optimizer_state_from_json(ts["optimizer"]))
+            if scaler is not None and ts.get("scaler"):
+                scaler.load_state_dict(ts["scaler"])
+            evals_since_best = int(ts["evals_since_best"])
+            skipped = int(ts["skipped_steps"])
+            elapsed_before = float(ts.get("elapsed_s", 0.0))
+            streams = ts["streams"]
+            same_data = raw.meta.get("corpus", {}).get("fingerprint") == corpus.fingerprint
+            same_rows = raw.meta.get("train_config", {}).get("batch_size") == config.batch_size
+            if same_data and same_rows and len(streams) == dist_info.world_size:
+                mine = streams[dist_info.rank]
+                stream.load_state_dict(mine["data"])
+                h, c = mine["lstm_state"]
+                state = (h.to(device).float(), c.to(device).float())
+                _restore_rng(mine["rng"], device)
+            else:
+                why = (
+                    "the corpus changed"
+                    if not same_data
+                    else "the batch size changed"
+                    if not same_rows
+                    else "the number of processes changed"
+                )
+                say(f"{why}: weights and optimizer resume at step {step}, the data order starts afresh")
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{raw.path}: cannot restore the training state ({e!r:.200})") from None
+        say(f"resuming {run_dir} at step {step}")
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(run_dir / METRICS_FILE, is_main, keep_through_step=step)
+
+    base_meta = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "composer_version": __version__,
+        "model_config": model_config.to_dict(),
+        "tokenizer_config": tok.config.to_dict(),
+        "vocab": vocab_tokens,
+        "corpus": {"path": str(corpus.path), "fingerprint": corpus.fingerprint},
+        "train_config": config.to_dict(),
+        "args": run_args or {},
+        # torch: manual_seed(seed) before the model is built, seed + rank after; numpy data order and
+        # augmentation: default_rng([seed, rank]). Their exact current states are in train_state.
+        "seeds": {"seed": config.seed},
+    }
+
+    def snapshot() -> dict[str, Any]:
+        """This process's data position, carried LSTM state and RNG states."""
+        return {
+            "data": stream.state_dict(),
+            "lstm_state": [state[0].detach().float().cpu(), state[1].detach().float().cpu()],
+            "rng": _rng_tensors(device),
+        }
+
+    def save(names: tuple[str, ...]) -> None:
+        mine = snapshot()
+        if dist_info.enabled:
+            import torch.distributed as dist
+
+            gathered: list[Any] | None = [None] * dist_info.world_size if is_main else None
+            dist.gather_object(mine, gathered, dst=0)
+            streams = gathered
+        else:
+            streams = [mine]
+        if not is_main:
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        train_state = split_tensors(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "evals_since_best": evals_since_best,
+                "skipped_steps": skipped,
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                "streams": streams,
+            },
+            "",
+            tensors,
+        )
+        meta = {
+            **base_meta,
+            "step": step,
+            "best_val_loss": best_val,
+            "best_step": best_step,
+            "val_loss": None if last_eval is None else last_eval.loss,
+            "val_nats_per_note": None if last_eval is None else last_eval.nats_per_note,
+            "world_size": dist_info.world_size,
+            "train_state": train_state,
+        }
+        for name in names:
+            write_checkpoint(run_dir / name, model.state_dict(), tensors, meta)
+
+    # ---- the loop
+    pbar = tqdm(
+        total=config.max_steps,
+        initial=min(step, config.max_steps),
+        disable=not show,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    if step == 0:
+        say(
+            f"training {model.num_parameters():,} parameters ({config.preset}: {model_config.num_layers} x "
+            f"{model_config.hidden_size}) on {describe(device)}"
+            + (f" x {dist_info.world_size} processes" if dist_info.enabled else "")
+            + (f", {dtype} autocast" if dtype is not None else "")
+            + f"; {len(train_pieces)} train / {len(val_pieces)} val pieces"
+        )
+    stop_reason = "max_steps"
+    t_start = time.perf_counter()
+    train_time = 0.0
+    real_tokens = 0
+    positions = 0
+    losses: list[float] = []
+    ema_tps: float | None = None
+    vocab = model_config.vocab_size
+    pad_id = int(tok.pad_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    stopper = _GracefulStop(enabled=not dist_info.enabled)
+    try:
+        with stopper, _oom_guard(config):
+            while step < config.max_steps:
+                t0 = time.perf_counter()
+                lr = get_lr(step, config)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                plans = [stream.next() for _ in range(config.grad_accum)]
+                n_targets = int(sum(int(p.n_valid.sum()) for p in plans))
+                nll_sum = torch.zeros((), device=device)
+                for i, plan in enumerate(plans):
+                    inputs, targets, keep = batcher.gather(plan)
+                    state = reset_rows(state, keep)
+                    last_micro = i == len(plans) - 1
+                    sync = contextlib.nullcontext() if last_micro or not dist_info.enabled else ddp.no_sync()  # type: ignore[operator]
+                    with sync:
+                        with autocast(device, dtype):
+                            logits, new_state = ddp(inputs, state)
+                            nll = F.cross_entropy(
+                                logits.reshape(-1, vocab).float(),  # (B, T, V) -> (B*T, V)
+                                targets.reshape(-1),  # (B, T) -> (B*T,)
+                                ignore_index=pad_id,
+                                reduction="sum",
+                            )
+                        loss = nll / max(n_targets, 1)
+                        (scaler.scale(loss) if scaler is not None else loss).backward()
+                    state = detach_state(new_state)
+                    nll_sum += nll.detach()
+
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if config.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                else:
+                    grad_norm = torch.zeros((), device=device)
+                stop_flag = float(stopper.requested) + float(
+                    config.max_minutes is not None
+                    and is_main
+                    and time.perf_counter() - t_start >= config.max_minutes * 60
+                )
+                stats = torch.stack(
+                    [
+                        nll_sum.float(),
+                        torch.tensor(float(n_targets), device=device),
+                        torch.tensor(stop_flag, device=device),
+                    ]
+                )
+                stats = _all_reduce_sum(stats, dist_info)
+                total_nll, total_targets, stop_any, gnorm = [*stats.tolist(), float(grad_norm)]
+                train_loss = total_nll / max(total_targets, 1.0)
+
+                finite = math.isfinite(train_loss) and (scaler is not None or math.isfinite(gnorm))
+                if finite:
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    bad_streak = 0
+                else:
+                    if scaler is not None:
+                        scaler.update()  # closes this step's unscale_ bookkeeping
+                    bad_streak += 1
+                    skipped += 1
+                    state = model.init_state(config.batch_size, device)  # a NaN state must not linger
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                dt = time.perf_counter() - t0
+                train_time += dt
+                step_tokens = int(total_targets)
+                real_tokens += step_tokens
+                positions += config.batch_size * config.window * config.grad_accum * dist_info.world_size
+                tps = step_tokens / dt if dt > 0 else 0.0
+                ema_tps = tps if ema_tps is None else 0.9 * ema_tps + 0.1 * tps
+                losses.append(train_loss)
+                if on_step is not None:
+                    on_step(step, train_loss, model)
+
+                if bad_streak >= config.max_bad_steps:
+                    metrics.write({"step": step, "lr": lr, "train_loss": train_loss, "skipped": skipped})
+                    kept = find_last(run_dir)
+                    raise ComposerError(
+                        f"training diverged: {bad_streak} steps in a row had a non-finite loss "
+                        f"(step {step}); "
+                        + (f"the last good checkpoint is {kept}; " if kept else "")
+                        + "try a lower --lr"
+                    )
+
+                if stop_any > 0:
+                    stop_reason = "interrupted" if stopper.requested else "max_minutes"
+                elif step >= config.max_steps:
+                    stop_reason = "max_steps"
+                row: dict[str, Any] = {
+                    "step": step,
+                    "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 3),
+                    "lr": lr,
+                    "train_loss": train_loss,
+                    "grad_norm": gnorm if config.grad_clip > 0 else None,
+                    "tokens_per_s": round(tps, 1),
+                    "skipped": skipped,
+                }
+                final = stop_any > 0 or step >= config.max_steps
+                if step % config.eval_every == 0 or final:
+                    result = evaluate(
+                        model,
+                        val_store,
+                        tok,
+                        config.batch_size,
+                        config.window,
+                        config.eval_batches,
+                        dtype,
+                        dist_info,
+                    )
+                    names: tuple[str, ...] = ()
+                    if result is not None:
+                        last_eval = result
+                        row["val_loss"] = result.loss
+                        row["val_nats_per_note"] = result.nats_per_note
+                        if math.isfinite(result.loss) and (best_val is None or result.loss < best_val):
+                            best_val, best_step, evals_since_best = result.loss, step, 0
+                            names = (BEST,)
+                        else:
+                            evals_since_best += 1
+                        if config.patience and evals_since_best >= config.patience and not final:
+                            stop_reason = "early_stop"
+                            final = True
+                        say(
+                            f"step {step}: train {train_loss:.4f}  val {result.loss:.4f} nats/token, "
+                            f"{result.nats_per_note:.3f} nats/note" + ("  (best)" if names else "")
+                        )
+                    metrics.write(row)
+                    if bad_streak == 0:  # never overwrite a good checkpoint with a diverging state
+                        save((*names, LAST))
+                    if is_main and plot:
+                        plot_metrics(run_dir / METRICS_FILE, run_dir / PLOT_FILE, title=run_dir.name)
+                else:
+                    metrics.write(row)
+                pbar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{ema_tps:,.0f}", refresh=False)
+                pbar.update(1)
+                if final:
+                    break
+    finally:
+        pbar.close()
+        metrics.close()
+
+    elapsed = time.perf_counter() - t_start
+    last_dir = find_last(run_dir) if is_main else None
+    best_dir = run_dir / BEST if is_main and (run_dir / BEST).is_dir() else None
+    if stop_reason == "interrupted":
+        say(f"interrupted at step {step}; continue with --resume")
+    return TrainResult(
+        steps=step,
+        best_val_loss=best_val,
+        best_step=best_step,
+        val_loss=None if last_eval is None else last_eval.loss,
+        val_nats_per_note=None if last_eval is None else last_eval.nats_per_note,
+        last_path=last_dir,
+        best_path=best_dir,
+        run_dir=run_dir,
+        stop_reason=stop_reason,
+        tokens_per_s=real_tokens / train_time if train_time > 0 else 0.0,
+        positions_per_s=positions / train_time if train_time > 0 else 0.0,
+        elapsed_s=elapsed,
+        skipped_steps=skipped,
+        train_losses=losses,
+    )

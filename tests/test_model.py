@@ -1,0 +1,138 @@
+"""The LSTM model: config validation, one forward path, carried state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from composer.errors import ConfigError
+from composer.model import PRESETS, LSTMModel, ModelConfig, detach_state, reset_rows
+
+torch.set_num_threads(1)
+
+
+def small(**kw: object) -> ModelConfig:
+    base: dict[str, object] = {
+        "vocab_size": 50,
+        "embed_dim": 16,
+        "hidden_size": 16,
+        "num_layers": 2,
+        "dropout": 0.0,
+    }
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("hidden_size", 0, "hidden_size must be in 1..65536, got 0"),
+        ("embed_dim", -3, "embed_dim must be in 1..65536, got -3"),
+        ("num_layers", 0, "num_layers must be in 1..64, got 0"),
+        ("vocab_size", 2, "vocab_size must be in 4..1048576, got 2"),
+        ("dropout", 1.5, "dropout must be in 0.0..0.95, got 1.5"),
+        ("hidden_size", 3.5, "hidden_size must be in 1..65536, got 3.5"),
+        ("num_layers", True, "num_layers must be in 1..64, got True"),
+    ],
+)
+def test_config_errors_name_value_and_range(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        small(**{field: value, "tie_weights": False})
+    assert str(e.value) == message
+
+
+def test_tying_needs_equal_widths() -> None:
+    with pytest.raises(ConfigError, match="tie_weights needs embed_dim == hidden_size"):
+        ModelConfig(vocab_size=10, embed_dim=8, hidden_size=16, tie_weights=True)
+    assert ModelConfig(vocab_size=10, embed_dim=8, hidden_size=16, tie_weights=False).hidden_size == 16
+
+
+def test_config_dict_round_trip_and_unknown_keys() -> None:
+    cfg = small(tie_weights=True)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown model config key.*: bogus"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="vocab_size"):
+        ModelConfig.from_dict({"hidden_size": 8})
+    with pytest.raises(AttributeError):
+        cfg.hidden_size = 3  # type: ignore[misc]  # frozen
+
+
+def test_presets() -> None:
+    assert set(PRESETS) == {"small", "medium", "large"}
+    large = ModelConfig.from_preset("large", 300)
+    assert (large.num_layers, large.hidden_size) == (3, 512)
+    sizes = [
+        LSTMModel(ModelConfig.from_preset(p, 300)).num_parameters() for p in ("small", "medium", "large")
+    ]
+    assert sizes == sorted(sizes)
+    # an override replaces one field; a width override unties a tied preset instead of failing
+    custom = ModelConfig.from_preset("small", 300, hidden_size=64)
+    assert custom.hidden_size == 64 and not custom.tie_weights
+    with pytest.raises(ConfigError, match="preset must be one of small, medium, large, got 'huge'"):
+        ModelConfig.from_preset("huge", 300)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_forward_shapes_and_tied_head(tie: bool) -> None:
+    torch.manual_seed(0)
+    model = LSTMModel(small(tie_weights=tie))
+    tokens = torch.randint(0, 50, (3, 7))
+    logits, (h, c) = model(tokens)
+    assert logits.shape == (3, 7, 50)
+    assert h.shape == c.shape == (2, 3, 16)
+    keys = set(model.state_dict())
+    assert ("head.weight" in keys) is not tie  # tied: the head *is* the embedding, stored once
+    logits.sum().backward()
+    assert model.embed.weight.grad is not None and model.embed.weight.grad.abs().sum() > 0
+
+
+def test_state_carries_across_windows() -> None:
+    """Forward over a whole sequence == forward over its windows, state passed on (TBPTT's premise)."""
+    torch.manual_seed(1)
+    model = LSTMModel(small()).eval()
+    tokens = torch.randint(0, 50, (2, 24))
+    full, full_state = model(tokens)
+    state = None
+    parts = []
+    for start in range(0, 24, 5):
+        out, state = model(tokens[:, start : start + 5], state)
+        state = detach_state(state)
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[0], full_state[0], rtol=1e-5, atol=1e-5)
+    # one token at a time (generation) goes through the same forward
+    state = None
+    steps = []
+    for t in range(24):
+        out, state = model(tokens[:, t : t + 1], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_state_matters_and_reset_rows_forgets() -> None:
+    torch.manual_seed(2)
+    model = LSTMModel(small()).eval()
+    prefix = torch.randint(0, 50, (2, 10))
+    nxt = torch.randint(0, 50, (2, 4))
+    _, state = model(prefix)
+    carried, _ = model(nxt, state)
+    fresh, _ = model(nxt)
+    assert not torch.allclose(carried, fresh, atol=1e-4)  # the state carries information
+    keep = torch.tensor([True, False])
+    reset = reset_rows(state, keep)
+    torch.testing.assert_close(reset[0][:, 0], state[0][:, 0])
+    assert reset[0][:, 1].abs().sum() == 0 and reset[1][:, 1].abs().sum() == 0
+    mixed, _ = model(nxt, reset)
+    torch.testing.assert_close(mixed[1], fresh[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mixed[0], carried[0], rtol=1e-5, atol=1e-6)
+
+
+def test_init_state_and_detach() -> None:
+    model = LSTMModel(small())
+    h, c = model.init_state(5)
+    assert h.shape == (2, 5, 16) and not h.any() and not c.any()
+    x = torch.randint(0, 50, (5, 3))
+    _, st = model(x, (h, c))
+    d = detach_state(st)
+    assert st[0].requires_grad and not d[0].requires_grad and d[0].dtype == torch.float32

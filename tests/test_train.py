@@ -1,0 +1,424 @@
+"""Training: the streaming batcher, augmentation, the loop, exact resume, divergence handling, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_train import build_tiny_corpus, metrics_losses, tiny_config
+
+from composer.checkpoint import load_checkpoint, read_checkpoint
+from composer.corpus import Corpus
+from composer.errors import CheckpointError, ComposerError, ConfigError
+from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
+from composer.train import (
+    Augmenter,
+    Batcher,
+    PieceStream,
+    TokenStore,
+    TrainConfig,
+    _oom_guard,
+    get_lr,
+    read_metrics,
+    train,
+)
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_corpus(tmp_path_factory.mktemp("corpus"), n=16)
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def test_train_config_validation_and_round_trip() -> None:
+    cfg = TrainConfig(batch_size=8, window=64, max_minutes=1.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match=r"^batch_size must be in 1\.\.65536, got 0$"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="min_lr must be in 0..lr"):
+        TrainConfig(lr=1e-3, min_lr=1e-2)
+    with pytest.raises(ConfigError, match="device must be one of"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="preset must be one of"):
+        TrainConfig(preset="gigantic")
+    with pytest.raises(ConfigError, match="tie_weights needs"):
+        TrainConfig(embed_dim=64, hidden_size=128, tie_weights=True)
+    with pytest.raises(ConfigError, match="unknown train config key.*: colour"):
+        TrainConfig.from_dict({**cfg.to_dict(), "colour": "blue"})
+    assert cfg.replace(lr=1e-3).lr == 1e-3
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    cfg = TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=10, max_steps=110)
+    lrs = [get_lr(s, cfg) for s in range(130)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11], strict=True))  # linear warm-up
+    assert lrs[10] == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111], strict=True))  # cosine decay
+    assert lrs[60] == pytest.approx((1e-2 + 1e-3) / 2)
+    assert lrs[110:] == [pytest.approx(1e-3)] * 20
+
+
+# ------------------------------------------------------------------------------------------- batcher
+
+
+@dataclass
+class FakePiece:
+    offset: int
+    length: int
+    notes: int = 0
+    pitch_min: int | None = None
+    pitch_max: int | None = None
+
+
+def fake_store(lengths: list[int]) -> tuple[TokenStore, list[np.ndarray]]:
+    """Pieces whose token ids are unique (piece * 1000 + position), with gaps between them in the file."""
+    pieces, chunks, contents, off = [], [], [], 0
+    for i, n in enumerate(lengths):
+        ids = (i + 1) * 1000 + np.arange(n)
+        chunks += [ids, np.full(3, 7)]  # 3 junk tokens between pieces must never be read
+        pieces.append(FakePiece(off, n))
+        contents.append(ids)
+        off += n + 3
+    corpus_tokens = np.concatenate(chunks).astype(np.uint16)
+    return TokenStore(corpus_tokens, pieces, torch.device("cpu")), contents
+
+
+def test_stream_walks_each_piece_window_by_window_and_reshuffles_per_epoch() -> None:
+    lengths = np.array([5, 17, 40, 2, 9, 23])
+    stream = PieceStream(lengths, batch_size=3, window=4, rng=np.random.default_rng(0))
+    started: list[int] = []
+    where = {r: None for r in range(3)}  # row -> (piece, next cursor)
+    for _ in range(200):
+        plan = stream.next()
+        for r in range(3):
+            p, cur, n, new = int(plan.piece[r]), int(plan.cursor[r]), int(plan.n_valid[r]), bool(plan.new[r])
+            if new:
+                assert cur == 0
+                prev = where[r]
+                assert prev is None or prev[1] >= lengths[prev[0]] - 1  # the previous piece was finished
+                started.append(p)
+            else:
+                assert where[r] == (p, cur)  # same piece, the very next window
+            assert n == min(4, lengths[p] - 1 - cur) > 0
+            where[r] = (p, cur + 4)
+    epochs = [sorted(started[i : i + 6]) for i in range(0, len(started) - 6, 6)]
+    assert epochs and all(e == list(range(6)) for e in epochs)  # every piece once per epoch
+    assert len({tuple(started[i : i + 6]) for i in range(0, 24, 6)}) > 1  # and reshuffled
+
+
+def test_batcher_rows_continue_pieces_and_reset_at_boundaries() -> None:
+    lengths = [11, 6, 19, 3]
+    store, contents = fake_store(lengths)
+    window = 4
+    stream = PieceStream(store.lengths, batch_size=2, window=window, rng=np.random.default_rng(1))
+    batcher = Batcher(store, window, pad_id=0, augmenter=None)
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    finished: list[tuple[int, list[int]]] = []
+    current = [-1, -1]
+    for _ in range(40):
+        plan = stream.next()
+        inputs, targets, keep = batcher.gather(plan)
+        for r in range(2):
+            p = int(plan.piece[r])
+            assert bool(keep[r]) == (not plan.new[r])  # state zeroed exactly when a piece starts
+            if plan.new[r]:
+                if current[r] >= 0:
+                    finished.append((current[r], seen[r]))
+                current[r], seen[r] = p, []
+            n = int(plan.n_valid[r])
+            piece = contents[p]
+            cur = int(plan.cursor[r])
+            np.testing.assert_array_equal(inputs[r, :n].numpy(), piece[cur : cur + n])
+            np.testing.assert_array_equal(targets[r, :n].numpy(), piece[cur + 1 : cur + 1 + n])
+            assert (targets[r, n:] == 0).all()  # PAD after the piece's end, never the next piece
+            seen[r] += inputs[r, :n].tolist()
+    assert finished
+    for p, toks in finished:  # the windows of one row concatenate to the whole piece (minus the last token)
+        assert toks == contents[p][:-1].tolist()
+
+
+def test_streamed_windows_reproduce_whole_piece_logits() -> None:
+    """With the state carried and reset as the training loop does, each row computes exactly what one
+    forward pass over the whole piece computes."""
+    torch.manual_seed(0)
+    lengths = [23, 9, 14]
+    store, contents = fake_store(lengths)
+    vocab = 4000
+    model = LSTMModel(ModelConfig(vocab, 8, 8, 2, 0.0, True)).eval()
+    stream = PieceStream(store.lengths, batch_size=2, window=5, rng=np.random.default_rng(3))
+    batcher = Batcher(store, 5, pad_id=0, augmenter=None)
+    state = model.init_state(2)
+    got: dict[int, list[torch.Tensor]] = {}
+    row_piece = [-1, -1]
+    done: list[tuple[int, torch.Tensor]] = []
+    with torch.no_grad():
+        for _ in range(30):
+            plan = stream.next()
+            inputs, _, keep = batcher.gather(plan)
+            state = reset_rows(state, keep)
+            logits, state = model(inputs, state)
+            state = detach_state(state)
+            for r in range(2):
+                if plan.new[r]:
+                    if row_piece[r] >= 0:
+                        done.append((row_piece[r], torch.cat(got[r])))
+                    row_piece[r], got[r] = int(plan.piece[r]), []
+                got[r].append(logits[r, : int(plan.n_valid[r])])
+        for p, streamed in done:
+            ids = torch.as_tensor(contents[p][:-1], dtype=torch.long)[None]
+            whole, _ = model(ids)
+            torch.testing.assert_close(streamed, whole[0], rtol=1e-5, atol=1e-5)
+    assert len(done) >= 4
+
+
+def test_validation_stream_visits_each_piece_once() -> None:
+    stream = PieceStream(np.array([7, 3, 12]), batch_size=2, window=4, rng=None, loop=False)
+    covered = {0: 0, 1: 0, 2: 0}
+    for _ in range(20):
+        plan = stream.next()
+        if (plan.piece < 0).all():
+            break
+        for r in np.flatnonzero(plan.piece >= 0):
+            covered[int(plan.piece[r])] += int(plan.n_valid[r])
+    assert covered == {0: 6, 1: 2, 2: 11} and stream.exhausted
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Path) -> None:
+    c = Corpus.open(corpus)
+    tok = c.tokenizer
+    pieces = c.pieces("train") + c.pieces("val")
+    store = TokenStore(c.tokens, pieces, torch.device("cpu"), tok, drums=True)
+    assert store.drums is not None and bool(store.drums.any())  # the fixture has drum tracks
+    cfg = tiny_config(transpose=5, velocity_jitter=0)
+    aug = Augmenter(tok, cfg, store, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    for i, p in enumerate(pieces):
+        for _ in range(20):
+            t_idx, _ = aug.sample(rng, i)
+            shift = t_idx - 5
+            assert -5 <= shift <= 5 and p.pitch_min + shift >= 0 and p.pitch_max + shift <= 127
+    pitch0, npitch = tok.vocab.offset("PITCH"), tok.vocab.range("PITCH").size
+    batcher = Batcher(store, 400, int(tok.pad_id), aug)
+    stream = PieceStream(store.lengths, batch_size=len(pieces), window=400, rng=None, loop=False)
+    plan = stream.next()
+    plan.aug[:, 0] = 5 + 3  # everything up a minor third
+    shifted, _, _ = batcher.gather(plan)
+    plan.aug[:, 0] = 5
+    plain, _, _ = batcher.gather(plan)
+    is_pitch = (plain >= pitch0) & (plain < pitch0 + npitch)
+    drum = torch.zeros_like(plain, dtype=torch.bool)
+    for r in range(len(pieces)):
+        n = int(plan.n_valid[r])
+        start = int(store.offsets[plan.piece[r]])
+        drum[r, :n] = store.drums[start : start + n]
+    assert bool((is_pitch & drum).any()) and bool((is_pitch & ~drum).any())
+    moved = is_pitch & ~drum
+    assert torch.equal(shifted[moved], plain[moved] + 3)
+    assert torch.equal(shifted[~moved], plain[~moved])  # drums and non-pitch tokens untouched
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+def test_loss_falls_and_run_folder_is_complete(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=60, eval_every=30, lr=2e-2, warmup_steps=5)
+    res = train(corpus, tmp_path / "run", cfg, progress=False)
+    assert res.steps == 60 and res.stop_reason == "max_steps" and res.skipped_steps == 0
+    first, last = np.mean(res.train_losses[:5]), np.mean(res.train_losses[-10:])
+    assert last < first - 2.0, (first, last)  # from ~ln(643) = 6.5 to well under 4.5
+    assert res.val_loss is not None and res.val_loss < 5.0 and res.val_nats_per_note > res.val_loss
+    assert res.tokens_per_s > 0
+    run = tmp_path / "run"
+    for name in ("last/model.safetensors", "last/checkpoint.json", "best/checkpoint.json", "loss.png"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 61))
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [30, 60]
+    assert json.loads((run / "last" / "checkpoint.json").read_text())["step"] == 60
+    with pytest.raises(ComposerError, match="already holds a training run"):
+        train(corpus, run, cfg, progress=False)
+
+
+def test_resume_follows_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=16, eval_every=4, lr_decay_steps=16, grad_accum=2)
+    full = train(corpus, tmp_path / "full", cfg, progress=False, plot=False)
+    part = train(corpus, tmp_path / "part", cfg.replace(max_steps=7), progress=False, plot=False)
+    assert part.steps == 7
+    rest = train(corpus, tmp_path / "part", cfg, resume=True, progress=False, plot=False)
+    assert rest.steps == 16 and len(rest.train_losses) == 9
+    a, b = metrics_losses(tmp_path / "full/metrics.csv"), metrics_losses(tmp_path / "part/metrics.csv")
+    assert sorted(a) == sorted(b) == list(range(1, 17))
+    np.testing.assert_allclose([b[k] for k in a], [a[k] for k in a], rtol=1e-6, atol=1e-7)
+    assert rest.val_loss == pytest.approx(full.val_loss, rel=1e-6)
+    # resume with no config uses the stored one; nothing left to do
+    again = train(corpus, tmp_path / "part", resume=True, progress=False, plot=False)
+    assert again.steps == 16 and again.train_losses == []
+
+
+KILL_SCRIPT = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from composer.train import TrainConfig, train
+cfg = TrainConfig.from_dict(json.loads(sys.argv[3]))
+train(sys.argv[1], sys.argv[2], cfg, progress=False, plot=False, on_step=lambda *a: time.sleep(0.1))
+"""
+
+
+def test_sigkill_then_resume_matches_uninterrupted(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=30, eval_every=3)
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT)
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(corpus), str(run), json.dumps(cfg.to_dict())],
+        env=env,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            meta = run / "last" / "checkpoint.json"
+            if meta.is_file() and json.loads(meta.read_text())["step"] >= 9:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = read_checkpoint(run / "last").meta["step"]
+    assert proc.returncode == -signal.SIGKILL and 9 <= killed_at < 30
+    resumed = train(corpus, run, cfg, resume=True, progress=False, plot=False)
+    assert resumed.steps == 30
+    full = train(corpus, tmp_path / "full", cfg, progress=False, plot=False)
+    a, b = metrics_losses(tmp_path / "full/metrics.csv"), metrics_losses(run / "metrics.csv")
+    assert sorted(b) == list(range(1, 31))  # rows the killed run logged past its checkpoint were dropped
+    np.testing.assert_allclose(
+        [b[k] for k in range(1, 31)], [a[k] for k in range(1, 31)], rtol=1e-6, atol=1e-7
+    )
+    assert resumed.val_loss == pytest.approx(full.val_loss, rel=1e-6)
+
+
+def test_nan_steps_are_skipped_and_a_streak_stops_with_the_last_good_checkpoint(
+    corpus: Path, tmp_path: Path
+) -> None:
+    saved: dict[str, torch.Tensor] = {}
+
+    def one_bad_step(step: int, loss: float, model: torch.nn.Module) -> None:
+        w = model.embed.weight  # type: ignore[union-attr]
+        if step == 5:
+            saved["w"] = w.detach().clone()
+            with torch.no_grad():
+                w.fill_(float("nan"))
+        elif step == 6:
+            assert loss != loss  # NaN: this step was skipped
+            with torch.no_grad():
+                w.copy_(saved["w"])
+
+    res = train(
+        corpus, tmp_path / "one", tiny_config(max_steps=10), progress=False, plot=False, on_step=one_bad_step
+    )
+    assert res.steps == 10 and res.skipped_steps == 1 and np.isfinite(res.train_losses[-1])
+    assert not np.isfinite(res.train_losses[5]) and np.isfinite(res.train_losses[6])
+
+    def break_at_7(step: int, loss: float, model: torch.nn.Module) -> None:
+        if step == 7:
+            with torch.no_grad():
+                model.embed.weight.fill_(float("nan"))  # type: ignore[union-attr]
+
+    run = tmp_path / "diverged"
+    cfg = tiny_config(max_steps=40, eval_every=5, max_bad_steps=4)
+    with pytest.raises(ComposerError, match="diverged: 4 steps in a row.*last good checkpoint"):
+        train(corpus, run, cfg, progress=False, plot=False, on_step=break_at_7)
+    ck = load_checkpoint(run / "last")
+    assert ck.step == 5 and all(torch.isfinite(p).all() for p in ck.model.parameters())
+
+
+def test_resume_refuses_another_vocabulary(corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(corpus, run, tiny_config(max_steps=2, eval_every=2), progress=False, plot=False)
+    perf = build_tiny_corpus(tmp_path, n=6, encoding="performance")
+    with pytest.raises(CheckpointError, match="vocabulary .* does not match corpus"):
+        train(perf, run, resume=True, progress=False, plot=False)
+    with pytest.raises(ConfigError, match="architecture cannot change"):
+        train(
+            corpus, run, tiny_config(max_steps=4, hidden_size=48, embed_dim=48), resume=True, progress=False
+        )
+
+
+def test_performance_encoding_trains_with_time_stretch(tmp_path: Path) -> None:
+    perf = build_tiny_corpus(tmp_path, n=6, encoding="performance")
+    res = train(
+        perf,
+        tmp_path / "run",
+        tiny_config(max_steps=4, eval_every=4, time_stretch=0.1),
+        progress=False,
+        plot=False,
+    )
+    assert res.steps == 4 and res.val_loss is not None and np.isfinite(res.val_loss)
+
+
+def test_cuda_oom_becomes_a_composer_error_naming_what_to_lower() -> None:
+    with pytest.raises(ComposerError, match="--batch-size.*--window.*--preset"), _oom_guard(TrainConfig()):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+# ------------------------------------------------------------------------------------------- DDP
+
+DDP_SCRIPT = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from composer.train import TrainConfig, train
+cfg = TrainConfig.from_dict(json.loads(sys.argv[3]))
+r = train(sys.argv[1], sys.argv[2], cfg, progress=False, plot=False)
+print("RESULT " + json.dumps({"rank": int(os.environ["RANK"]), "steps": r.steps, "val": r.val_loss,
+                               "last": None if r.last_path is None else str(r.last_path)}), flush=True)
+"""
+
+
+def test_ddp_gloo_two_processes(corpus: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    run = tmp_path / "ddp-run"
+    cfg = tiny_config(max_steps=6, eval_every=3, batch_size=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), str(corpus), str(run), json.dumps(cfg.to_dict())],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    results = sorted(
+        (json.loads(line.split("RESULT ", 1)[1]) for line in out.stdout.splitlines() if "RESULT " in line),
+        key=lambda r: r["rank"],
+    )
+    assert [r["rank"] for r in results] == [0, 1]
+    assert results[0]["steps"] == results[1]["steps"] == 6
+    assert results[0]["val"] == pytest.approx(results[1]["val"])  # val loss all-reduced
+    assert results[0]["last"] is not None and results[1]["last"] is None  # only rank 0 writes
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))  # one writer, one row per step
+    raw = read_checkpoint(run / "last")
+    assert raw.meta["world_size"] == 2 and len(raw.meta["train_state"]["streams"]) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "metrics.csv"]
