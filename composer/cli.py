@@ -59,8 +59,14 @@ TOKEN_HEADER = "# composer-tokens "
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the token files (created if missing).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the token files (created if missing).",
+)
 @click.option("--encoding", type=ENCODING_CHOICE, default="beat", show_default=True, help="Token encoding.")
 @click.option("--force", is_flag=True, help="Overwrite token files that already exist.")
 def encode(inputs: tuple[Path, ...], out_dir: Path, encoding: str, force: bool) -> None:
@@ -74,7 +80,9 @@ def encode(inputs: tuple[Path, ...], out_dir: Path, encoding: str, force: bool) 
     tok = tokenizer_from_config(TokenizerConfig(encoding=encoding))
     files = find_midi_files(inputs)
     if not files:
-        raise click.ClickException(f"no MIDI files (.mid, .midi, .kar, .smf, .rmi) in {', '.join(map(str, inputs))}")
+        raise click.ClickException(
+            f"no MIDI files (.mid, .midi, .kar, .smf, .rmi) in {', '.join(map(str, inputs))}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     header = TOKEN_HEADER + json.dumps(tok.config.to_dict(), separators=(",", ":"))
     done = failed = 0
@@ -115,10 +123,20 @@ def _token_name(f: Path, inputs: tuple[Path, ...]) -> Path:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the MIDI files (created if missing).")
-@click.option("--encoding", type=ENCODING_CHOICE, default=None,
-              help="Encoding of files that carry no composer-tokens header line.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the MIDI files (created if missing).",
+)
+@click.option(
+    "--encoding",
+    type=ENCODING_CHOICE,
+    default=None,
+    help="Encoding of files that carry no composer-tokens header line.",
+)
 @click.option("--force", is_flag=True, help="Overwrite MIDI files that already exist.")
 def decode(inputs: tuple[Path, ...], out_dir: Path, encoding: str | None, force: bool) -> None:
     """Turn token files (from 'composer encode') back into MIDI files.
@@ -146,7 +164,7 @@ def decode(inputs: tuple[Path, ...], out_dir: Path, encoding: str | None, force:
         first = text.split("\n", 1)[0]
         try:
             if first.startswith(TOKEN_HEADER):
-                config = TokenizerConfig.from_dict(json.loads(first[len(TOKEN_HEADER):]))
+                config = TokenizerConfig.from_dict(json.loads(first[len(TOKEN_HEADER) :]))
             elif encoding is not None:
                 config = TokenizerConfig(encoding=encoding)
             else:
@@ -183,8 +201,14 @@ def corpus() -> None:
     """Build and inspect token corpora."""
 
 
-def _build_and_report(sources: list[Path], out: Path, encoding: str | None, workers: int | None,
-                      val_fraction: float, strict: bool) -> None:
+def _build_and_report(
+    sources: list[Path],
+    out: Path,
+    encoding: str | None,
+    workers: int | None,
+    val_fraction: float,
+    strict: bool,
+) -> None:
     from composer.corpus import build_corpus
 
     def bar(results: Any, total: int) -> Any:
@@ -193,12 +217,21 @@ def _build_and_report(sources: list[Path], out: Path, encoding: str | None, work
                 pb.update(1)
                 yield r
 
-    r = build_corpus(sources, out, encoding=encoding, workers=workers, val_fraction=val_fraction,
-                     strict=strict, progress=bar)
+    r = build_corpus(
+        sources,
+        out,
+        encoding=encoding,
+        workers=workers,
+        val_fraction=val_fraction,
+        strict=strict,
+        progress=bar,
+    )
     for path, reason in r.skipped[:20]:
         click.echo(f"skipped {path}: {reason}", err=True)
     if len(r.skipped) > 20:
-        click.echo(f"... and {len(r.skipped) - 20} more skipped (all listed in {out / 'skipped.txt'})", err=True)
+        click.echo(
+            f"... and {len(r.skipped) - 20} more skipped (all listed in {out / 'skipped.txt'})", err=True
+        )
     click.echo(
         f"{out}: {r.pieces} pieces ({r.encoded} encoded, {r.reused} reused), {len(r.skipped)} skipped, "
         f"{r.tokens:,} tokens, {r.notes:,} notes, {r.seconds / 3600:.2f} h of music in {r.elapsed_s:.1f} s"
@@ -211,16 +244,38 @@ def _build_and_report(sources: list[Path], out: Path, encoding: str | None, work
 
 @corpus.command("build")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Corpus folder, e.g. corpora/NAME.")
-@click.option("--encoding", type=ENCODING_CHOICE, default=None,
-              help="Token encoding [default: beat, or the existing corpus's].")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Encoder processes [default: all cores].")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1, show_default=True,
-              help="Share of files held out for validation (chosen by content hash).")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Corpus folder, e.g. corpora/NAME.",
+)
+@click.option(
+    "--encoding",
+    type=ENCODING_CHOICE,
+    default=None,
+    help="Token encoding [default: beat, or the existing corpus's].",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Encoder processes [default: all cores]."
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of files held out for validation (chosen by content hash).",
+)
 @click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
-def corpus_build(sources: tuple[Path, ...], out: Path, encoding: str | None, workers: int | None,
-                 val_fraction: float, strict: bool) -> None:
+def corpus_build(
+    sources: tuple[Path, ...],
+    out: Path,
+    encoding: str | None,
+    workers: int | None,
+    val_fraction: float,
+    strict: bool,
+) -> None:
     """Encode every MIDI file under SOURCES (recursively) into a corpus folder.
 
     Re-running on a grown folder encodes only new or changed files. Unusable files are skipped with a
@@ -266,10 +321,20 @@ def corpus_info(path: Path, as_json: bool) -> None:
 
 
 @corpus.command("bach")
-@click.option("-o", "--out", default=DEFAULT_BACH_CORPUS, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Corpus folder.")
-@click.option("--encoding", type=ENCODING_CHOICE, default=None,
-              help="Token encoding [default: beat, or the existing corpus's].")
+@click.option(
+    "-o",
+    "--out",
+    default=DEFAULT_BACH_CORPUS,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Corpus folder.",
+)
+@click.option(
+    "--encoding",
+    type=ENCODING_CHOICE,
+    default=None,
+    help="Token encoding [default: beat, or the existing corpus's].",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
 def corpus_bach(out: Path, encoding: str | None, workers: int | None) -> None:
     """Build the built-in corpus: the Bach chorales that ship with music21, offline.
@@ -294,6 +359,208 @@ def corpus_bach(out: Path, encoding: str | None, workers: int | None) -> None:
         click.echo(f"skipped chorale {name}: {reason}", err=True)
     click.echo(f"{len(exp.written)} chorales as MIDI in {midi_dir}")
     _build_and_report([midi_dir], out, encoding, workers, 0.1, False)
+
+
+# --------------------------------------------------------------------------------------------------- train
+
+# CLI option name -> TrainConfig field (for --resume, only options given on the command line override)
+_TRAIN_OPTIONS = {
+    "preset": "preset", "device": "device", "batch_size": "batch_size", "window": "window", "lr": "lr",
+    "max_steps": "max_steps", "max_minutes": "max_minutes", "eval_every": "eval_every",
+    "patience": "patience", "seed": "seed", "amp": "amp", "grad_accum": "grad_accum",
+    "threads": "num_threads",
+}  # fmt: skip
+
+
+@main.command("train")
+@click.argument("corpus_dir", metavar="CORPUS", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder for checkpoints, metrics.csv and loss.png, e.g. checkpoints/NAME.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["small", "medium", "large"]),
+    default="small",
+    show_default=True,
+    help="Model size: small (CPU minutes), medium, large (3 x 512, for a GPU).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to train; auto picks CUDA, then MPS, then the CPU.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Pieces streamed in parallel.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Tokens per backpropagation window (the LSTM state carries across windows).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=3e-3,
+    show_default=True,
+    help="Peak learning rate (warm-up, then cosine decay to a tenth of it).",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="Optimizer steps to train for (in total, counting a resumed run's earlier steps).",
+)
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Also stop after this many minutes (this invocation).",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Steps between validation runs (each saves last/, and best/ when it improves).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Stop after this many validations without improvement (0: never).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in OUT exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in OUT instead of refusing.")
+@click.option("--seed", type=click.IntRange(min=0), default=1337, show_default=True, help="Random seed.")
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="Mixed precision on CUDA (bf16 where supported, else fp16).",
+)
+@click.option(
+    "--grad-accum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Windows accumulated per optimizer step.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="CPU threads for torch [default: torch's]."
+)
+@click.pass_context
+def train_command(
+    ctx: click.Context, corpus_dir: Path, out: Path, resume: bool, overwrite: bool, **options: Any
+) -> None:
+    """Train an LSTM on a corpus (from 'composer corpus build' or 'composer corpus bach').
+
+    Shows a progress bar with loss, tokens/s and the time left; validates every --eval-every steps and
+    keeps OUT/last (to resume) and OUT/best (lowest validation loss), plus OUT/metrics.csv and
+    OUT/loss.png. Ctrl-C stops after the current step and saves; --resume continues exactly (even after a
+    crash). With --resume, only the options you give override the run's stored settings.
+
+    Example: composer train corpora/bach -o checkpoints/bach --max-minutes 5
+    """
+    from click.core import ParameterSource
+
+    from composer.train import TrainConfig, load_train_config, train
+
+    given = {
+        field: options[opt]
+        for opt, field in _TRAIN_OPTIONS.items()
+        if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT
+    }
+    if "lr" in given:
+        given["min_lr"] = given["lr"] / 10
+    stored = load_train_config(out) if resume else None
+    if stored is not None:
+        config = stored.replace(**given)
+    else:
+        config = TrainConfig(**{field: options[opt] for opt, field in _TRAIN_OPTIONS.items()})
+        config = config.replace(min_lr=config.lr / 10)
+    interactive = sys.stderr.isatty()
+    result = train(
+        corpus_dir,
+        out,
+        config,
+        resume=resume,
+        progress=interactive,
+        overwrite=overwrite,
+        run_args={"argv": sys.argv[1:]},
+        log=None if interactive else (lambda msg: click.echo(msg, err=True)),
+    )
+    minutes = result.elapsed_s / 60
+    click.echo(
+        f"{result.steps} steps ({result.stop_reason.replace('_', ' ')}), {minutes:.1f} min, "
+        f"{result.tokens_per_s:,.0f} tokens/s"
+    )
+    if result.best_val_loss is not None:
+        click.echo(f"best validation loss {result.best_val_loss:.4f} nats/token at step {result.best_step}")
+    if result.val_loss is not None and result.val_nats_per_note is not None:
+        click.echo(
+            f"last validation loss {result.val_loss:.4f} nats/token, {result.val_nats_per_note:.3f} nats/note"
+        )
+    click.echo(f"checkpoints in {out} (best/, last/, metrics.csv, loss.png)")
+    if result.stop_reason == "interrupted":
+        click.echo(f"interrupted: continue with  composer train {corpus_dir} -o {out} --resume", err=True)
+        ctx.exit(130)
+
+
+@main.command("info")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def info_command(checkpoint: Path, as_json: bool) -> None:
+    """Describe a checkpoint (a run folder means its best/, else last/): model, vocabulary, corpus, steps.
+
+    Example: composer info checkpoints/bach
+    """
+    from composer.checkpoint import checkpoint_info
+
+    s = checkpoint_info(checkpoint)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    m = s["model_config"]
+    tied = ", tied embedding" if m["tie_weights"] else ""
+    best = s["best_val_loss"]
+    rows = [
+        ("checkpoint", s["checkpoint"]),
+        ("model", f"LSTM {m['num_layers']} x {m['hidden_size']}, embedding {m['embed_dim']}{tied}, "
+                  f"dropout {m['dropout']}, {s['parameters']:,} parameters"),
+        ("vocabulary", f"{s['vocab_size']} tokens ({s['encoding']} encoding)"),
+        ("corpus", f"{s['corpus']} (fingerprint {s['corpus_fingerprint']})"),
+        ("steps", str(s["step"])),
+        ("best val loss", "-" if best is None else f"{best:.4f} nats/token at step {s['best_step']}"),
+    ]  # fmt: skip
+    if s["val_loss"] is not None:
+        per_note = s["val_nats_per_note"]
+        rows.append(
+            (
+                "last val loss",
+                f"{s['val_loss']:.4f} nats/token"
+                + ("" if per_note is None else f", {per_note:.3f} nats/note"),
+            )
+        )
+    tc = s["train_config"] or {}
+    keys = ("preset", "batch_size", "window", "lr", "max_steps", "seed", "device", "amp")
+    rows.append(("training", ", ".join(f"{k} {tc[k]}" for k in keys if k in tc)))
+    rows.append(("written", f"{s['created']} by composer {s['composer_version']}"))
+    for k, v in rows:
+        click.echo(f"{k:>14}  {v}")
 
 
 if __name__ == "__main__":  # pragma: no cover

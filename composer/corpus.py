@@ -3,7 +3,7 @@
 A corpus folder holds::
 
     tokenizer.json     the encoding config (the vocabulary derives from it)
-    tokens-<hash>.bin  every piece's token ids (uint16, BOS ... EOS), concatenated; memory-mapped, never pickled
+    tokens-<hash>.bin  every piece's token ids (uint16, BOS ... EOS) end to end; memory-mapped, not pickled
     manifest.json      per file: source path, content hash, token offset and length, notes, seconds, split
     skipped.txt        one line per file that could not be used, with the reason
 
@@ -74,7 +74,9 @@ class BuildResult:
 class Corpus:
     """A built corpus, opened read-only. Token data stays on disk (memory-mapped)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], tokenizer: Tokenizer, tokens: np.ndarray) -> None:
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], tokenizer: Tokenizer, tokens: np.ndarray
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -112,7 +114,9 @@ class Corpus:
             raise CorpusError(f"{tfile}: token file is missing")
         size = tfile.stat().st_size
         if size != 2 * total:
-            raise CorpusError(f"{tfile}: token file is truncated or damaged ({size} bytes, expected {2 * total})")
+            raise CorpusError(
+                f"{tfile}: token file is truncated or damaged ({size} bytes, expected {2 * total})"
+            )
         tokens = np.memmap(tfile, dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
         corpus = cls(path, manifest, tokenizer, tokens)
         for p in corpus._pieces:
@@ -351,7 +355,9 @@ def build_corpus(
         try:
             old = Corpus.open(out)
             old_by_sha = {p.sha256: p for p in old.pieces()}
-            old_skipped = {s["sha256"]: s["reason"] for s in old.manifest.get("skipped", []) if s.get("sha256")}
+            old_skipped = {
+                s["sha256"]: s["reason"] for s in old.manifest.get("skipped", []) if s.get("sha256")
+            }
         except CorpusError:
             old = None
     known = frozenset(old_by_sha) | frozenset(old_skipped)
@@ -426,7 +432,9 @@ def build_corpus(
         if tmp_path.exists():
             tmp_path.unlink()
 
-    fingerprint = hashlib.sha256((digest + json.dumps(config.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        (digest + json.dumps(config.to_dict(), sort_keys=True)).encode()
+    ).hexdigest()[:16]
     manifest = {
         "format_version": MANIFEST_VERSION,
         "tokenizer": config.to_dict(),
@@ -462,7 +470,9 @@ def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
         min(entries, key=lambda e: e["sha256"])["split"] = "val"
 
 
-def _encode_all(paths: list[str], config: TokenizerConfig, known: frozenset[str], workers: int) -> Iterator[_Encoded]:
+def _encode_all(
+    paths: list[str], config: TokenizerConfig, known: frozenset[str], workers: int
+) -> Iterator[_Encoded]:
     """Encoded files in path order; in worker processes when workers > 1."""
     if workers <= 1 or len(paths) <= 1:
         global _worker_tokenizer, _worker_known

@@ -221,7 +221,9 @@ def parse_midi_bytes(data: bytes) -> tuple[Score, ReadReport]:
     instruments: dict[tuple[int, int, int], Instrument] = {}
     track_offset = 0
     for t_index, (start, end) in enumerate(tracks):
-        last_tick = _parse_track(data, start, end, t_index, track_offset, tempos, time_sigs, instruments, report)
+        last_tick = _parse_track(
+            data, start, end, t_index, track_offset, tempos, time_sigs, instruments, report
+        )
         if fmt == 2:  # independent sequences: play them one after another
             track_offset = last_tick
 
@@ -229,7 +231,7 @@ def parse_midi_bytes(data: bytes) -> tuple[Score, ReadReport]:
     if smpte_ticks_per_second:
         tempos = []
     for tick, mpq in sorted(tempos):
-        qpm = 60_000_000 / mpq if mpq > 0 else MAX_QPM
+        qpm = 60_000_000 / mpq if mpq > 0 else float("inf")
         if not MIN_QPM <= qpm <= MAX_QPM:
             report.clamped_tempos += 1
             qpm = min(max(qpm, MIN_QPM), MAX_QPM)
@@ -411,7 +413,11 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
         events.append((max(0, t.tick), 0, mido.MetaMessage("set_tempo", tempo=min(mpq, 0xFFFFFF), time=0)))
     for ts in score.time_signatures or [TimeSignature(0, 4, 4)]:
         events.append(
-            (ts.tick, 1, mido.MetaMessage("time_signature", numerator=ts.numerator, denominator=ts.denominator))
+            (
+                ts.tick,
+                1,
+                mido.MetaMessage("time_signature", numerator=ts.numerator, denominator=ts.denominator),
+            )
         )
     events.sort(key=lambda e: (e[0], e[1]))
     now = 0

@@ -73,7 +73,9 @@ class NoteArrays:
         return cls(start, end, pitch, vel, prog)
 
     def select(self, keep: np.ndarray) -> NoteArrays:
-        return NoteArrays(self.start[keep], self.end[keep], self.pitch[keep], self.velocity[keep], self.program[keep])
+        return NoteArrays(
+            self.start[keep], self.end[keep], self.pitch[keep], self.velocity[keep], self.program[keep]
+        )
 
 
 def round_div(a: np.ndarray, num: int, den: int) -> np.ndarray:
@@ -151,7 +153,9 @@ class Tokenizer(ABC):
             try:
                 ids.append(self.vocab.id(tok))
             except TokenError:
-                raise TokenError(f"{source}:{lineno}: unknown token {tok!r} for the {self.encoding} encoding") from None
+                raise TokenError(
+                    f"{source}:{lineno}: unknown token {tok!r} for the {self.encoding} encoding"
+                ) from None
         return np.array(ids, dtype=np.int64)
 
     # ------------------------------------------------------------------ augmentation tables

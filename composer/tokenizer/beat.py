@@ -51,8 +51,13 @@ class BeatTokenizer(Tokenizer):
                     self.time_signatures.append((num, den))
         self._ts_index = {ts: i for i, ts in enumerate(self.time_signatures)}
         self.bar_steps = np.array([num * 4 * res // den for num, den in self.time_signatures], dtype=np.int64)
-        # tempo bins: geometric between tempo_min and tempo_max, labelled by their rounded bpm
-        self.tempo_values = np.geomspace(c.tempo_min, c.tempo_max, c.tempo_bins)
+        # tempo bins: 120 * 2**(k / steps) between tempo_min and tempo_max, labelled by their rounded bpm
+        steps = c.tempo_steps_per_octave
+        k = np.arange(
+            int(np.ceil(steps * np.log2(c.tempo_min / 120))),
+            int(np.floor(steps * np.log2(c.tempo_max / 120))) + 1,
+        )
+        self.tempo_values = 120.0 * 2.0 ** (k / steps)
         self._tempo_labels = tuple(_unique_labels(self.tempo_values))
         super().__init__(config)
         self._default_ts = self._ts_index.get((4, 4), 0)
@@ -63,9 +68,12 @@ class BeatTokenizer(Tokenizer):
             TokenRange(BAR, 0, 0),
             TokenRange(POSITION, 0, self.max_bar - 1),
             TokenRange(
-                TIME_SIGNATURE, 0, len(self.time_signatures) - 1, tuple(f"{n}/{d}" for n, d in self.time_signatures)
+                TIME_SIGNATURE,
+                0,
+                len(self.time_signatures) - 1,
+                tuple(f"{n}/{d}" for n, d in self.time_signatures),
             ),
-            TokenRange(TEMPO, 0, c.tempo_bins - 1, self._tempo_labels),
+            TokenRange(TEMPO, 0, len(self.tempo_values) - 1, self._tempo_labels),
             TokenRange(PROGRAM, 0, DRUMS, PROGRAM_LABELS),
             TokenRange(VELOCITY, 0, c.velocity_bins - 1),
             TokenRange(PITCH, c.pitch_min, c.pitch_max),
@@ -132,7 +140,9 @@ class BeatTokenizer(Tokenizer):
         ev_g = np.concatenate([np.array([g for g, _ in tempos], np.int64), g_start[order]])
         ev_kind = np.concatenate([np.zeros(len(tempos), np.int64), np.ones(len(order), np.int64)])
         ev_a = np.concatenate([np.array([b for _, b in tempos], np.int64), notes.program[order]])
-        ev_v = np.concatenate([np.zeros(len(tempos), np.int64), self._vel_bin[np.clip(notes.velocity[order], 1, 127)]])
+        ev_v = np.concatenate(
+            [np.zeros(len(tempos), np.int64), self._vel_bin[np.clip(notes.velocity[order], 1, 127)]]
+        )
         ev_p = np.concatenate([np.zeros(len(tempos), np.int64), notes.pitch[order]])
         ev_d = np.concatenate([np.zeros(len(tempos), np.int64), dur[order]])
         o2 = np.lexsort((ev_kind, ev_g))
@@ -187,7 +197,9 @@ class BeatTokenizer(Tokenizer):
         append(self.eos_id)
         return np.array(out, dtype=np.uint16), stats
 
-    def _bars(self, ts_changes: list[tuple[int, int]], last: int, stats: EncodeStats) -> tuple[np.ndarray, np.ndarray]:
+    def _bars(
+        self, ts_changes: list[tuple[int, int]], last: int, stats: EncodeStats
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Bar start positions (grid steps) and each bar's time-signature index, up to ``last``."""
         starts: list[int] = []
         sigs: list[int] = []
@@ -266,7 +278,10 @@ class BeatTokenizer(Tokenizer):
                     sig = TimeSignature(bar_start * factor, *self.time_signatures[val])
                     if sigs and sigs[-1].tick == sig.tick:
                         sigs[-1] = sig
-                    elif not sigs or (sigs[-1].numerator, sigs[-1].denominator) != (sig.numerator, sig.denominator):
+                    elif not sigs or (sigs[-1].numerator, sigs[-1].denominator) != (
+                        sig.numerator,
+                        sig.denominator,
+                    ):
                         sigs.append(sig)
             elif kind == POSITION:
                 pos = val
@@ -294,7 +309,9 @@ class BeatTokenizer(Tokenizer):
         for p in sorted(by_prog):
             drum = p == DRUMS
             score.instruments.append(
-                Instrument(program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=by_prog[p])
+                Instrument(
+                    program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=by_prog[p]
+                )
             )
         return score
 

@@ -14,9 +14,11 @@ ENCODINGS = ("beat", "performance")
 FORMAT_VERSION = 1
 
 
-def _check_range(name: str, value: int | float, lo: int | float, hi: int | float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
+def _check_range(name: str, value: object, lo: float, hi: float, integer: bool = True) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {what} in {lo}..{hi}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class TokenizerConfig:
     max_bar_quarters: int = 8
     #: Longest single DURATION token, in quarter notes; longer notes chain several DURATION tokens.
     max_duration_quarters: int = 8
-    tempo_bins: int = 64
+    #: Tempo grid: geometric, anchored at 120 bpm (so 60, 120 and 240 are exact), this many steps per octave.
+    tempo_steps_per_octave: int = 16
     tempo_min: float = 24.0
     tempo_max: float = 320.0
     # --- performance encoding: absolute time in milliseconds
@@ -50,14 +53,15 @@ class TokenizerConfig:
         _check_range("beat_resolution", self.beat_resolution, 1, 96)
         _check_range("max_bar_quarters", self.max_bar_quarters, 1, 64)
         _check_range("max_duration_quarters", self.max_duration_quarters, 1, 64)
-        _check_range("tempo_bins", self.tempo_bins, 1, 512)
-        _check_range("tempo_min", self.tempo_min, 1.0, 1000.0)
-        _check_range("tempo_max", self.tempo_max, self.tempo_min, 1000.0)
+        _check_range("tempo_steps_per_octave", self.tempo_steps_per_octave, 1, 96)
+        _check_range("tempo_min", self.tempo_min, 1.0, 1000.0, integer=False)
+        _check_range("tempo_max", self.tempo_max, self.tempo_min, 1000.0, integer=False)
         _check_range("time_shift_ms", self.time_shift_ms, 1, 1000)
         _check_range("max_shift_ms", self.max_shift_ms, self.time_shift_ms, 10_000)
         if self.max_shift_ms % self.time_shift_ms:
             raise ConfigError(
-                f"max_shift_ms must be a multiple of time_shift_ms ({self.time_shift_ms}), got {self.max_shift_ms}"
+                f"max_shift_ms must be a multiple of time_shift_ms ({self.time_shift_ms}), "
+                f"got {self.max_shift_ms}"
             )
 
     def to_dict(self) -> dict[str, Any]:

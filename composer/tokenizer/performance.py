@@ -26,8 +26,8 @@ from composer.tokenizer.base import (
 from composer.tokenizer.vocab import TokenRange
 
 TIME_SHIFT, PROGRAM, VELOCITY, NOTE_ON, NOTE_OFF = "TIME_SHIFT", "PROGRAM", "VELOCITY", "NOTE_ON", "NOTE_OFF"
-#: Decoded files use this tempo and resolution: one tick is 1/960 s.
-DECODE_QPM, DECODE_TPQ = 120.0, 480
+#: Decoded files use this tempo and resolution: one tick is exactly 1 ms, so every time step is whole ticks.
+DECODE_QPM, DECODE_TPQ = 120.0, 500
 
 
 class PerformanceTokenizer(Tokenizer):
@@ -90,7 +90,9 @@ class PerformanceTokenizer(Tokenizer):
         append = out.append
         now = 0
         cur_prog = cur_vel = -1
-        for tt, on_flag, kk, vv in zip(t[order].tolist(), is_on[order].tolist(), k[order].tolist(), vb[order].tolist()):
+        for tt, on_flag, kk, vv in zip(
+            t[order].tolist(), is_on[order].tolist(), k[order].tolist(), vb[order].tolist()
+        ):
             gap = tt - now
             if gap > 0:
                 full, rest = divmod(gap, max_steps)
