@@ -45,6 +45,10 @@ SOURCE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")
 #: BWV 1-438 are the vocal works (cantatas, motets, passions, oratorios, the chorale collection
 #: BWV 250-438). The corpus folder also holds a keyboard prelude (BWV 846), which is not a chorale.
 MAX_CHORALE_BWV = 438
+#: Files whose four voices are note for note another file's (an instrumental-score twin, an alternative
+#: source): left out where the twin is present, so that no chorale is in the corpus twice (which would
+#: also leak between a training and a validation split).
+DUPLICATE_OF = {"bwv190.7-inst": "bwv190.7", "bwv197.7-a": "bwv398"}
 
 _INSTALL_HINT = "pip install 'composer[bach]' (or pip install music21)"
 _STEM_RE = re.compile(r"^bwv(\d+)(.*)$", re.IGNORECASE)
@@ -57,8 +61,12 @@ class BachExport:
     failed: list[tuple[str, str]]  # (source name, one-line reason) for chorales that could not be converted
 
 
+def music21_available() -> bool:
+    return importlib.util.find_spec("music21") is not None
+
+
 def _require_music21() -> None:
-    if importlib.util.find_spec("music21") is None:
+    if not music21_available():
         raise ComposerError(f"the Bach chorale corpus needs music21, which is not installed: {_INSTALL_HINT}")
 
 
@@ -77,6 +85,7 @@ def chorale_sources() -> list[Path]:
 
     "One per BWV number" means one per file stem: ``bwv248.23-2`` and ``bwv248.23-s`` are distinct
     settings and both kept; ``bwv277.krn`` and ``bwv277.mxl`` are the same one and only the .mxl is kept.
+    BWV 846 (a keyboard prelude) and the exact duplicates in :data:`DUPLICATE_OF` are left out.
     """
     _require_music21()
     from music21 import corpus
@@ -95,6 +104,9 @@ def chorale_sources() -> list[Path]:
         old = best.get(key)
         if old is None or SOURCE_SUFFIXES.index(suffix) < SOURCE_SUFFIXES.index(old.suffix.lower()):
             best[key] = p
+    for dup, twin in DUPLICATE_OF.items():
+        if twin in best:
+            best.pop(dup, None)
     return sorted(best.values(), key=lambda p: (_natural_key(p.stem.lower()), p.stem))
 
 
@@ -159,14 +171,46 @@ def _part_notes(flat: object, shift: Fraction | float) -> list[Note]:
     return out
 
 
+def _parse_musicxml_voices(source: Path) -> object:
+    """Parse a MusicXML chorale, dropping the non-vocal parts *before* music21 builds them (the cantata
+    settings with trumpets, timpani and strings are the slowest files to parse, and those parts are
+    thrown away anyway). A score with no part named as a voice keeps all its parts."""
+    import xml.etree.ElementTree as ET
+
+    from music21 import converter
+    from music21.musicxml.xmlToM21 import MusicXMLImporter
+
+    if source.suffix.lower() == ".mxl":
+        data = converter.ArchiveManager(source).getData()
+    else:
+        data = source.read_bytes()
+    root = ET.fromstring(data)
+    if root.tag != "score-partwise":
+        raise ValueError(f"MusicXML root is <{root.tag}>, not <score-partwise>")
+    part_list = root.find("part-list")
+    if part_list is not None:
+        score_parts = part_list.findall("score-part")
+        voice_ids = {sp.get("id") for sp in score_parts if _voice_name(sp.findtext("part-name")) is not None}
+        if voice_ids:
+            for sp in score_parts:
+                if sp.get("id") not in voice_ids:
+                    part_list.remove(sp)
+            for part in root.findall("part"):
+                if part.get("id") not in voice_ids:
+                    root.remove(part)
+    return MusicXMLImporter().xmlRootToScore(root)
+
+
 def chorale_to_score(source: Path) -> Score:
     """Parse one chorale with music21 and convert it to the project's note model."""
     from music21 import converter, meter, stream, tempo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # forceSource: never read or write music21's pickle cache (deterministic, no writes outside out_dir)
-        parsed = converter.parse(str(source), forceSource=True)
+        if source.suffix.lower() in (".mxl", ".xml", ".musicxml"):
+            parsed = _parse_musicxml_voices(source)
+        else:  # Humdrum. forceSource: never read or write music21's pickle cache
+            parsed = converter.parse(str(source), forceSource=True)
     parts = list(parsed.parts) if isinstance(parsed, stream.Score) else [parsed]
     if not parts:
         raise ValueError("the score has no parts")

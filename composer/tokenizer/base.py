@@ -184,6 +184,12 @@ class Tokenizer(ABC):
     def time_stretch_lut(self, factor: float) -> np.ndarray:
         return self._identity()
 
+    def grammar(self):  # type: ignore[no-untyped-def]
+        """Masks of what may come next, for sampling valid sequences (see composer.tokenizer.grammar)."""
+        from composer.tokenizer.grammar import grammar_for
+
+        return grammar_for(self)
+
     def drum_context(self, ids: np.ndarray) -> np.ndarray:
         """True for tokens inside a drum PROGRAM context (state resets at BOS)."""
         ids = np.asarray(ids, dtype=np.int64)

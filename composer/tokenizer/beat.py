@@ -116,7 +116,10 @@ class BeatTokenizer(Tokenizer):
 
         # tempo changes on the grid, as bins, only where the bin changes
         tempos: list[tuple[int, int]] = []
-        for t in score.tempos or [TempoChange(0, 120.0)]:
+        given = sorted(score.tempos, key=lambda t: t.tick)
+        if not given or given[0].tick > 0:  # MIDI's tempo is 120 until the first tempo event
+            given.insert(0, TempoChange(0, 120.0))
+        for t in given:
             if not c.tempo_min * 0.98 <= t.qpm <= c.tempo_max * 1.02:
                 stats.tempos_clamped += 1
             g = int(round_div(np.array([t.tick]), res, tpq)[0])

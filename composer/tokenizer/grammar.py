@@ -1,0 +1,420 @@
+"""What may come next: per-step masks that keep sampled token sequences valid by construction.
+
+The masks admit exactly the sequences the encoder writes (its canonical order), so a sampled sequence
+decodes to valid music and re-encodes to itself. For ``beat``: a TIME_SIGNATURE only right after a BAR,
+positions strictly increasing inside a bar and inside it, notes at a position ordered by program then
+pitch, DURATION only after PITCH (or after a maximal DURATION, which chains), TEMPO only right after a
+POSITION. For ``performance``: a NOTE_OFF only for a sounding note, NOTE_OFFs before NOTE_ONs at one
+instant and each in pitch order, VELOCITY and PROGRAM only when they change and right before a note event.
+
+Each row of a batch keeps a small state; ``mask()`` builds the allowed set from precomputed per-kind
+masks plus a few slices, so the per-token cost is tiny and the same however long the piece.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from composer.errors import TokenError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.tokenizer.base import Tokenizer
+
+
+class GrammarState:
+    """The state of ``batch`` sequences, each positioned right after BOS."""
+
+    def __init__(self, rows: list) -> None:  # type: ignore[type-arg]
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def finished(self) -> np.ndarray:
+        return np.array([r.finished for r in self.rows], dtype=bool)
+
+    @property
+    def seconds(self) -> np.ndarray:
+        return np.array([r.seconds for r in self.rows], dtype=np.float64)
+
+    @property
+    def bars(self) -> np.ndarray:
+        return np.array([getattr(r, "bars", 0) for r in self.rows], dtype=np.int64)
+
+    @property
+    def notes(self) -> np.ndarray:
+        return np.array([r.notes for r in self.rows], dtype=np.int64)
+
+    def mask(self) -> np.ndarray:
+        return np.stack([r.grammar.row_mask(r) for r in self.rows])
+
+
+class Grammar:
+    """Base: subclasses define a row state, its mask and its update."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tok = tokenizer
+        self.vocab = tokenizer.vocab
+        self.size = tokenizer.vocab.size
+        self.pad_only = self._mask()
+        self.pad_only[tokenizer.pad_id] = True
+        self.eos_only = self._mask()
+        self.eos_only[tokenizer.eos_id] = True
+
+    def _mask(self, *kinds: str) -> np.ndarray:
+        return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
+
+    def _kind_value(self, token: int) -> tuple[str, int]:
+        return self.vocab.decode_event(int(token))
+
+    def start(self, batch: int) -> GrammarState:
+        return GrammarState([self._new_row() for _ in range(batch)])
+
+    def advance(self, state: GrammarState, tokens: np.ndarray, strict: bool = True) -> None:
+        for row, t in zip(state.rows, np.asarray(tokens).tolist()):
+            if row.finished:
+                continue
+            if strict and not self.row_mask(row)[t]:
+                raise TokenError(f"token {self.vocab.token(t)} is not allowed here")
+            self._step(row, t)
+
+    def request_end(self, state: GrammarState, rows: np.ndarray) -> None:
+        for row, flag in zip(state.rows, np.asarray(rows).tolist()):
+            if flag:
+                row.ending = True
+
+    def valid(self, ids: np.ndarray | list[int]) -> bool:
+        """Whether a whole sequence (BOS ... EOS) is one the masks allow."""
+        ids = list(np.asarray(ids).tolist())
+        if not ids or ids[0] != self.tok.bos_id:
+            return False
+        st = self.start(1)
+        for t in ids[1:]:
+            if st.rows[0].finished or not self.row_mask(st.rows[0])[t]:
+                return False
+            self._step(st.rows[0], t)
+        return bool(st.rows[0].finished)
+
+    # subclass hooks
+    def _new_row(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def row_mask(self, row) -> np.ndarray:  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def _step(self, row, token: int) -> None:  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------------------ beat
+
+
+@dataclass
+class _BeatRow:
+    grammar: BeatGrammar
+    last: str = "BOS"  # kind of the last token
+    last_value: int = -1
+    bars: int = 0
+    bar_len: int = 0
+    ts: int = -1
+    pos: int = -1  # position in the bar, -1 before the first POSITION of the bar
+    tempo: int = -1
+    prog: int = -1
+    vel: int = -1
+    pos_prog: int = -1  # program of the last note at this position
+    pos_pitch: int = -1  # pitch of the last note of pos_prog at this position
+    seconds: float = 0.0
+    sec_per_step: float = 0.0
+    notes: int = 0
+    finished: bool = False
+    ending: bool = False
+
+
+class BeatGrammar(Grammar):
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        super().__init__(tokenizer)
+        v = self.vocab
+        self.o_pos = v.offset("POSITION")
+        self.o_ts = v.offset("TIME_SIGNATURE")
+        self.o_tempo = v.offset("TEMPO")
+        self.o_prog = v.offset("PROGRAM")
+        self.o_vel = v.offset("VELOCITY")
+        self.o_pitch = v.offset("PITCH")
+        self.pitch_min = v.range("PITCH").min
+        self.n_pitch = v.range("PITCH").size
+        self.o_dur = v.offset("DURATION")
+        self.max_dur = v.range("DURATION").max
+        self.bar_id = v.encode_event("BAR")
+        self.res = tokenizer.config.beat_resolution
+        self.bar_steps = tokenizer.bar_steps  # type: ignore[attr-defined]
+        self.tempo_values = tokenizer.tempo_values  # type: ignore[attr-defined]
+        self.m_bar = self._mask("BAR")
+        self.m_ts = self._mask("TIME_SIGNATURE")
+        self.m_tempo = self._mask("TEMPO")
+        self.m_dur = self._mask("DURATION")
+
+    def _new_row(self) -> _BeatRow:
+        return _BeatRow(self)
+
+    def row_mask(self, r: _BeatRow) -> np.ndarray:
+        if r.finished:
+            return self.pad_only
+        m = self._mask()
+        last = r.last
+        if last == "BOS":
+            m[self.bar_id] = True
+        elif last == "BAR" and r.ts < 0:  # the first bar states its time signature ...
+            m |= self.m_ts
+        elif last == "TIME_SIGNATURE" and r.tempo < 0:  # ... and starts at position 0 ...
+            m[self.o_pos] = True
+        elif last == "POSITION" and r.tempo < 0:  # ... with the tempo
+            m |= self.m_tempo
+        elif last in ("BAR", "TIME_SIGNATURE"):
+            m[self.o_pos : self.o_pos + r.bar_len] = True
+            if last == "BAR":  # a time signature only when it changes
+                m[self.o_ts : self.o_ts + len(self.bar_steps)] = True
+                m[self.o_ts + r.ts] = False
+            self._bar_or_end(r, m)  # an empty bar
+        elif last == "POSITION":  # a position holds a tempo change or notes
+            m |= self.m_tempo
+            m[self.o_tempo + r.tempo] = False
+            self._note_start(r, m)
+        elif last == "TEMPO":
+            self._note_start(r, m)
+            self._after_event(r, m)
+            if r.notes:
+                m[self.tok.eos_id] = True
+        elif last == "PROGRAM":
+            self._velocity_or_pitch(r, m)
+        elif last == "VELOCITY":
+            self._pitches(r, m)
+        elif last == "PITCH":
+            m |= self.m_dur
+        elif last == "DURATION":
+            if r.last_value == self.max_dur:  # a maximal duration may chain
+                m |= self.m_dur
+            self._note_start(r, m)
+            self._after_event(r, m)
+            m[self.tok.eos_id] = True
+        return m
+
+    def _bar_or_end(self, r: _BeatRow, m: np.ndarray) -> None:
+        """A new bar; once the end is requested, EOS instead, so the piece stops on a bar line."""
+        m[self.tok.eos_id if r.ending else self.bar_id] = True
+
+    def _after_event(self, r: _BeatRow, m: np.ndarray) -> None:
+        """After a complete event: a later position in this bar, or a new bar."""
+        m[self.o_pos + r.pos + 1 : self.o_pos + r.bar_len] = True
+        self._bar_or_end(r, m)
+
+    def _note_start(self, r: _BeatRow, m: np.ndarray) -> None:
+        # a program change: any other program at a new position, a higher one within a position
+        lo = r.pos_prog + 1 if r.pos_prog >= 0 else 0
+        m[self.o_prog + lo : self.o_prog + 129] = True
+        if r.prog >= 0:
+            m[self.o_prog + r.prog] = False
+            self._velocity_or_pitch(r, m)
+
+    def _velocity_or_pitch(self, r: _BeatRow, m: np.ndarray) -> None:
+        if self._pitch_floor(r) > self.pitch_min + self.n_pitch - 1:
+            return  # no pitch left at this position for this program
+        n_vel = self.vocab.range("VELOCITY").size
+        m[self.o_vel : self.o_vel + n_vel] = True
+        if r.vel >= 0:
+            m[self.o_vel + r.vel] = False
+            self._pitches(r, m)
+
+    def _pitch_floor(self, r: _BeatRow) -> int:
+        """Lowest pitch allowed next: notes at one position rise in pitch within a program."""
+        return r.pos_pitch + 1 if r.pos_prog == r.prog and r.pos_pitch >= 0 else self.pitch_min
+
+    def _pitches(self, r: _BeatRow, m: np.ndarray) -> None:
+        lo = self._pitch_floor(r)
+        m[self.o_pitch + lo - self.pitch_min : self.o_pitch + self.n_pitch] = True
+
+    def _step(self, r: _BeatRow, t: int) -> None:
+        kind, val = self._kind_value(t)
+        if kind == "EOS":
+            r.finished = True
+        elif kind == "BAR":
+            if r.bars:  # time to the end of the previous bar
+                r.seconds += (r.bar_len - max(r.pos, 0)) * r.sec_per_step
+            r.bars += 1
+            r.pos = -1
+            r.pos_prog = r.pos_pitch = -1
+        elif kind == "TIME_SIGNATURE":
+            r.ts = val
+            r.bar_len = int(self.bar_steps[val])
+        elif kind == "POSITION":
+            r.seconds += (val - max(r.pos, 0)) * r.sec_per_step
+            r.pos = val
+            r.pos_prog = r.pos_pitch = -1
+        elif kind == "TEMPO":
+            r.tempo = val
+            r.sec_per_step = 60.0 / (float(self.tempo_values[val]) * self.res)
+        elif kind == "PROGRAM":
+            r.prog = val
+        elif kind == "VELOCITY":
+            r.vel = val
+        elif kind == "PITCH":
+            r.pos_prog, r.pos_pitch = r.prog, val
+            r.notes += 1
+        elif kind == "PAD":
+            return
+        r.last, r.last_value = kind, val
+
+
+# ----------------------------------------------------------------------------------------------- performance
+
+
+@dataclass
+class _PerfRow:
+    grammar: PerformanceGrammar
+    last: str = "BOS"
+    last_value: int = -1
+    prog: int = -1
+    vel: int = -1
+    steps: int = 0
+    sounding: np.ndarray = field(default_factory=lambda: np.zeros((129, 128), dtype=bool))
+    n_sounding: int = 0
+    # at the current instant: whether a NOTE_ON came yet, and the last (program, pitch) key emitted
+    instant_on: bool = False
+    instant_key: int = -1
+    notes: int = 0
+    finished: bool = False
+    ending: bool = False
+    seconds: float = 0.0
+
+
+class PerformanceGrammar(Grammar):
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        super().__init__(tokenizer)
+        v = self.vocab
+        self.o_prog = v.offset("PROGRAM")
+        self.o_vel = v.offset("VELOCITY")
+        self.n_vel = v.range("VELOCITY").size
+        self.o_on = v.offset("NOTE_ON")
+        self.o_off = v.offset("NOTE_OFF")
+        self.pitch_min = v.range("NOTE_ON").min
+        self.n_pitch = v.range("NOTE_ON").size
+        self.o_shift = v.offset("TIME_SHIFT")
+        self.max_shift = v.range("TIME_SHIFT").max
+        self.step_s = tokenizer.config.time_shift_ms / 1000.0
+        self.m_shift = self._mask("TIME_SHIFT")
+
+    def _new_row(self) -> _PerfRow:
+        return _PerfRow(self)
+
+    def row_mask(self, r: _PerfRow) -> np.ndarray:
+        if r.finished:
+            return self.pad_only
+        m = self._mask()
+        if r.last == "VELOCITY":  # a velocity is followed by its note
+            self._note_ons(r, m, r.prog)
+            return m
+        if r.last == "PROGRAM":  # a program change is followed by a note event
+            self._note_events(r, m, r.prog, after_program=True)
+            return m
+        # an event boundary: after BOS, a note event or a time shift
+        if r.ending and r.n_sounding == 0:
+            m[self.tok.eos_id] = True
+            return m
+        closable = self._closable_now(r) if r.ending else False
+        if not closable and (r.last != "TIME_SHIFT" or r.last_value == self.max_shift):
+            m |= self.m_shift  # long gaps chain maximal shifts; when ending, only to reach a note-off
+        if r.prog >= 0:
+            self._note_events(r, m, r.prog)
+        # another program, if its events still fit the order at this instant
+        lo = max(r.instant_key // 128, 0)
+        m[self.o_prog + lo : self.o_prog + 129] = True
+        if r.prog >= 0:
+            m[self.o_prog + r.prog] = False
+        if r.ending:  # only programs that can close a note at this instant
+            can_close = r.sounding.any(axis=1)
+            if r.instant_on:
+                can_close[:] = False
+            elif r.instant_key >= 0:
+                can_close[: r.instant_key // 128 + 1] = False
+            m[self.o_prog : self.o_prog + 129] &= can_close
+        elif r.n_sounding == 0 and r.notes > 0:
+            m[self.tok.eos_id] = True
+        return m
+
+    def _note_events(self, r: _PerfRow, m: np.ndarray, prog: int, after_program: bool = False) -> None:
+        """NOTE_OFFs of sounding notes first at an instant, then VELOCITY/NOTE_ON; each in key order."""
+        closing = False
+        if not r.instant_on:
+            lo = r.instant_key - prog * 128 + 1 if r.instant_key >= prog * 128 else 0
+            if lo < 128:
+                sounding = r.sounding[prog].copy()
+                sounding[:lo] = False
+                offs = sounding[self.pitch_min : self.pitch_min + self.n_pitch]
+                m[self.o_off : self.o_off + self.n_pitch] = offs
+                closing = bool(offs.any())
+        if r.ending and (closing or not after_program):
+            return  # when ending, only close notes (a program change made before the end completes its event)
+        if self._note_ons(r, m, prog) or r.vel < 0:
+            m[self.o_vel : self.o_vel + self.n_vel] = True
+            if r.vel >= 0:
+                m[self.o_vel + r.vel] = False
+            if r.vel < 0 and not self._note_ons(r, self._mask(), prog, ignore_velocity=True):
+                m[self.o_vel : self.o_vel + self.n_vel] = False
+
+    def _closable_now(self, r: _PerfRow) -> bool:
+        """Whether some sounding note may be switched off at this instant (key order allowing)."""
+        if r.instant_on or r.n_sounding == 0:
+            return False
+        if r.instant_key < 0:
+            return True
+        prog, pitch = divmod(r.instant_key, 128)
+        return bool(r.sounding[prog, pitch + 1 :].any() or r.sounding[prog + 1 :].any())
+
+    def _note_ons(self, r: _PerfRow, m: np.ndarray, prog: int, ignore_velocity: bool = False) -> bool:
+        """Allow the NOTE_ONs that may come next; whether there is any."""
+        if r.vel < 0 and not ignore_velocity:
+            return False
+        lo = r.instant_key - prog * 128 + 1 if r.instant_on and r.instant_key >= prog * 128 else 0
+        if lo >= 128:
+            return False
+        free = ~r.sounding[prog]
+        free[:lo] = False
+        free = free[self.pitch_min : self.pitch_min + self.n_pitch]
+        m[self.o_on : self.o_on + self.n_pitch] = free
+        return bool(free.any())
+
+    def _step(self, r: _PerfRow, t: int) -> None:
+        kind, val = self._kind_value(t)
+        if kind == "EOS":
+            r.finished = True
+        elif kind == "TIME_SHIFT":
+            r.steps += val
+            r.seconds = r.steps * self.step_s
+            r.instant_on, r.instant_key = False, -1
+        elif kind == "PROGRAM":
+            r.prog = val
+        elif kind == "VELOCITY":
+            r.vel = val
+        elif kind == "NOTE_ON":
+            if not r.sounding[r.prog, val]:
+                r.sounding[r.prog, val] = True
+                r.n_sounding += 1
+            r.notes += 1
+            r.instant_on, r.instant_key = True, r.prog * 128 + val
+        elif kind == "NOTE_OFF":
+            if r.sounding[max(r.prog, 0), val]:
+                r.sounding[r.prog, val] = False
+                r.n_sounding -= 1
+            r.instant_key = max(r.prog, 0) * 128 + val
+        elif kind == "PAD":
+            return
+        r.last, r.last_value = kind, val
+
+
+def grammar_for(tokenizer: Tokenizer) -> Grammar:
+    if tokenizer.encoding == "beat":
+        return BeatGrammar(tokenizer)
+    return PerformanceGrammar(tokenizer)

@@ -1,0 +1,109 @@
+"""Sampling masks: whatever the model's logits, sampled sequences are valid and canonical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+from tests.midi_factory import SCORES
+
+TOKENIZERS = {enc: tokenizer_from_config(TokenizerConfig(encoding=enc)) for enc in ("beat", "performance")}
+
+
+def sample(tok, rng: np.random.Generator, steps: int, batch: int = 3, end_after: int | None = None,
+           peaky: float = 3.0) -> list[list[int]]:  # fmt: skip
+    """Sample under the grammar with random logits; request the end after `end_after` steps."""
+    g = tok.grammar()
+    state = g.start(batch)
+    seqs = [[tok.bos_id] for _ in range(batch)]
+    for step in range(steps):
+        if end_after is not None and step == end_after:
+            g.request_end(state, np.ones(batch, dtype=bool))
+        mask = state.mask()
+        assert mask.any(axis=1).all(), "the grammar left no token to choose"
+        logits = rng.normal(size=mask.shape) * peaky
+        logits[~mask] = -np.inf
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        toks = np.array([rng.choice(len(row), p=row) for row in p])
+        g.advance(state, toks)
+        for s, t in zip(seqs, toks):
+            if s[-1] != tok.eos_id:
+                s.append(int(t))
+        if state.finished.all():
+            break
+    return seqs
+
+
+@pytest.mark.parametrize("encoding", ["beat", "performance"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), peaky=st.sampled_from([0.5, 3.0, 8.0]))
+def test_sampled_sequences_are_fixed_points_of_decode_encode(encoding, seed, peaky):
+    tok = TOKENIZERS[encoding]
+    # closing can take two tokens per sounding note (random logits leave many sounding)
+    for seq in sample(tok, np.random.default_rng(seed), steps=900, end_after=250, peaky=peaky):
+        assert seq[-1] == tok.eos_id, "request_end must finish the piece"
+        assert tok.grammar().valid(seq)
+        score = tok.decode(seq)
+        assert all(n.end > n.start for i in score.instruments for n in i.notes)
+        if score.note_count:
+            assert tok.encode(score)[0].tolist() == seq
+
+
+@pytest.mark.parametrize("encoding", ["beat", "performance"])
+@pytest.mark.parametrize("name", sorted(SCORES))
+def test_encoder_output_is_valid_under_the_grammar(encoding, name):
+    tok = TOKENIZERS[encoding]
+    ids = tok.encode(SCORES[name]())[0]
+    if name == "overlapping_same_pitch" and encoding == "performance":
+        pytest.skip("a re-struck sounding note is valid data but never sampled")
+    assert tok.grammar().valid(ids)
+
+
+def test_beat_ending_stops_on_a_bar_line():
+    tok = TOKENIZERS["beat"]
+    rng = np.random.default_rng(0)
+    for seq in sample(tok, rng, steps=600, batch=4, end_after=100):
+        toks = tok.ids_to_tokens(seq)
+        # no BAR after the end was requested: the last bar is finished, then EOS
+        assert toks[-1] == "EOS" and "BAR" not in toks[101:]
+
+
+def test_performance_ending_closes_every_note():
+    tok = TOKENIZERS["performance"]
+    for seq in sample(tok, np.random.default_rng(1), steps=800, batch=4, end_after=120):
+        toks = tok.ids_to_tokens(seq)
+        ons = sum(t.startswith("NOTE_ON") for t in toks)
+        offs = sum(t.startswith("NOTE_OFF") for t in toks)
+        assert ons == offs and toks[-1] == "EOS"
+
+
+def test_state_tracks_bars_seconds_and_notes():
+    tok = TOKENIZERS["beat"]
+    ids = tok.encode(SCORES["single"]())[0]  # 4 bars of 4/4 at 120 bpm
+    g = tok.grammar()
+    st_ = g.start(1)
+    for t in ids[1:-1]:
+        g.advance(st_, np.array([t]))
+    assert st_.bars[0] == 4 and st_.notes[0] == 20
+    assert st_.seconds[0] == pytest.approx(7.5)  # the last onset: bar 4, beat 4 (2 s a bar)
+    perf = TOKENIZERS["performance"]
+    g2 = perf.grammar()
+    st2 = g2.start(1)
+    for t in perf.encode(SCORES["single"]())[0][1:]:
+        g2.advance(st2, np.array([t]))
+    assert st2.finished[0] and st2.seconds[0] == pytest.approx(8.0)
+
+
+def test_strict_advance_rejects_a_token_the_mask_forbids():
+    from composer.errors import TokenError
+
+    tok = TOKENIZERS["beat"]
+    g = tok.grammar()
+    state = g.start(1)
+    with pytest.raises(TokenError, match="PITCH_60 is not allowed here"):
+        g.advance(state, np.array([tok.vocab.id("PITCH_60")]))
+    g.advance(state, np.array([tok.vocab.id("PITCH_60")]), strict=False)  # primers may be lenient
