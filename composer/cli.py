@@ -336,7 +336,9 @@ def corpus_info(path: Path, as_json: bool) -> None:
     help="Token encoding [default: beat, or the existing corpus's].",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
-def corpus_bach(out: Path, encoding: str | None, workers: int | None) -> None:
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N chorales (a quick try; the full set is about 400).")
+def corpus_bach(out: Path, encoding: str | None, workers: int | None, limit: int | None) -> None:
     """Build the built-in corpus: the Bach chorales that ship with music21, offline.
 
     The chorales are converted to MIDI in OUT/midi/ and encoded into OUT. Needs music21
@@ -354,7 +356,7 @@ def corpus_bach(out: Path, encoding: str | None, workers: int | None) -> None:
             pb.n = done
             pb.refresh()
 
-        exp = export_chorales(midi_dir, workers=workers, progress=tick)
+        exp = export_chorales(midi_dir, workers=workers, progress=tick, limit=limit)
     for name, reason in exp.failed:
         click.echo(f"skipped chorale {name}: {reason}", err=True)
     click.echo(f"{len(exp.written)} chorales as MIDI in {midi_dir}")
@@ -561,6 +563,165 @@ def info_command(checkpoint: Path, as_json: bool) -> None:
     rows.append(("written", f"{s['created']} by composer {s['composer_version']}"))
     for k, v in rows:
         click.echo(f"{k:>14}  {v}")
+
+
+# ------------------------------------------------------------------------------------------ generate/render
+
+
+@main.command("generate")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for song_001.mid, song_001.json, ... (created if missing).",
+)
+@click.option("-n", "--num", "n", type=click.IntRange(1, 1024), default=4, show_default=True, help="Songs.")
+@click.option("--seconds", type=float, default=None, help="Length in seconds [default: 30].")
+@click.option("--bars", type=int, default=None, help="Length in bars (beat encoding).")
+@click.option("--tokens", type=int, default=None, help="Length in tokens.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option("--top-k", type=int, default=None, help="Sample only among the k likeliest tokens.")
+@click.option("--top-p", type=float, default=None, help="Sample only from the top-p probability mass (0-1].")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed [default: random].")
+@click.option(
+    "--primer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A MIDI file the songs continue (kept unchanged at their start).",
+)
+@click.option("--bpm", type=float, default=None, help="Tempo of the written files (20-400).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="cpu",
+    show_default=True,
+    help="Where the model runs (sampling itself is always on the CPU).",
+)
+@click.option("--plot", is_flag=True, help="Also write a piano-roll picture song_NNN.png per song.")
+@click.option("--force", is_flag=True, help="Overwrite songs already in OUT.")
+def generate_command(
+    checkpoint: Path | None,
+    out_dir: Path,
+    n: int,
+    seconds: float | None,
+    bars: int | None,
+    tokens: int | None,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    primer: Path | None,
+    bpm: float | None,
+    device: str,
+    plot: bool,
+    force: bool,
+) -> None:
+    """Write N new songs from a trained CHECKPOINT (a run folder or checkpoint; default checkpoints/bach).
+
+    The songs are sampled as one batch and are valid by construction: every note is closed and each
+    piece ends cleanly near the requested length (after the primer, if any). The same checkpoint,
+    options and --seed give byte-identical files. Each song gets a JSON sidecar with its options and
+    statistics; warnings flag degenerate output (long silences, one repeated note, very few notes).
+
+    Example: composer generate checkpoints/bach -o songs/ -n 4 --bars 16 --seed 1 --plot
+    """
+    import secrets
+
+    from composer.checkpoint import load_checkpoint
+    from composer.device import resolve_device
+    from composer.sample import (
+        DEFAULT_CHECKPOINT,
+        Length,
+        check_bpm,
+        check_sampling_options,
+        generate,
+        prepare_out_dir,
+        save_songs,
+    )
+
+    length = Length(seconds=seconds, bars=bars, tokens=tokens)
+    check_sampling_options(temperature, top_k, top_p)
+    check_bpm(bpm)
+    if checkpoint is None:
+        checkpoint = DEFAULT_CHECKPOINT
+        if not checkpoint.exists():
+            raise ComposerError(
+                f"no CHECKPOINT given and the default {checkpoint} does not exist: train it first "
+                f"(make demo, or: composer corpus bach && composer train corpora/bach -o {checkpoint})"
+            )
+    prepare_out_dir(out_dir, n, plot, force)  # refuse existing files before any work
+    ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    notices: list[str] = []
+    with progress_bar(f"generating {n} song{'s' * (n > 1)}", total=None, unit=length.unit) as pb:
+        pb.total = length.amount
+
+        def tick(done: float, total: float) -> None:
+            pb.update(done - pb.n)
+
+        songs = generate(
+            ckpt, n, length, temperature, top_k, top_p, seed, primer, bpm, device, tick, notices
+        )
+    for msg in notices:
+        click.echo(f"note: {msg}", err=True)
+    meta = {
+        "checkpoint": str(ckpt.path),
+        "checkpoint_step": ckpt.step,
+        "seed": seed,
+        "options": {
+            "n": n,
+            **length.to_dict(),
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "primer": None if primer is None else str(primer),
+            "bpm": bpm,
+            "device": device,
+        },
+        "composer_version": __version__,
+    }
+    paths = save_songs(songs, out_dir, force=force, plot=plot, meta=meta)
+    for s, p in zip(songs, paths):
+        bars_txt = "" if s.bars is None else f", {s.bars} bars"
+        click.echo(f"{p}: {s.notes} notes, {s.seconds:.1f} s{bars_txt}, {s.tokens} tokens")
+        for w in s.warnings:
+            click.echo(f"warning: {p.name}: {w}", err=True)
+    click.echo(f"seed {seed}; {len(paths)} song(s) in {out_dir}")
+
+
+@main.command("render")
+@click.argument("song", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="WAV file to write [default: SONG with .wav].",
+)
+@click.option(
+    "--soundfont",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="General MIDI soundfont (.sf2) [default: $COMPOSER_SOUNDFONT or a system one].",
+)
+@click.option("--sample-rate", type=click.IntRange(8000, 192000), default=44100, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def render_command(
+    song: Path, out: Path | None, soundfont: Path | None, sample_rate: int, force: bool
+) -> None:
+    """Render a MIDI file to WAV with FluidSynth or TiMidity++ (whichever is installed).
+
+    Example: composer render songs/song_001.mid -o song_001.wav
+    """
+    from composer.render import render
+
+    r = render(song, out, soundfont=soundfont, sample_rate=sample_rate, force=force)
+    sf = f" with {r.soundfont}" if r.soundfont is not None else ""
+    click.echo(f"{song} -> {r.path} ({r.bytes / 1e6:.1f} MB, {r.tool}{sf})")
 
 
 if __name__ == "__main__":  # pragma: no cover
