@@ -94,7 +94,7 @@ class Corpus:
             raise CorpusError(f"{path}: not a corpus (no {MANIFEST}; build one with 'composer corpus build')")
         try:
             manifest = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8
             raise CorpusError(f"{mpath}: unreadable manifest ({e})") from None
         if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
             raise CorpusError(f"{mpath}: manifest format_version must be {MANIFEST_VERSION}")
@@ -355,8 +355,11 @@ def build_corpus(
         try:
             old = Corpus.open(out)
             old_by_sha = {p.sha256: p for p in old.pieces()}
+            # a file refused for its content stays refused; a duplicate is judged afresh each build
             old_skipped = {
-                s["sha256"]: s["reason"] for s in old.manifest.get("skipped", []) if s.get("sha256")
+                s["sha256"]: s["reason"]
+                for s in old.manifest.get("skipped", [])
+                if s.get("sha256") and not s.get("duplicate_of")
             }
         except CorpusError:
             old = None
@@ -389,16 +392,21 @@ def build_corpus(
                         enc.notes, enc.seconds = prev.notes, prev.seconds
                         enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
                         enc.programs, enc.lost = prev.programs, prev.lost
-                        result.reused += 1
-                elif enc.error is None:
-                    result.encoded += 1
-                if enc.error is None and enc.sha256 in seen_sha:
-                    enc.error = f"duplicate of {seen_sha[enc.sha256]}"
+                duplicate_of = seen_sha.get(enc.sha256) if enc.error is None else None
+                if duplicate_of is not None:
+                    enc.error = f"duplicate of {duplicate_of}"
                 if enc.error is not None:
                     if strict:
                         raise CorpusError(f"{enc.path}: {enc.error}")
-                    skipped.append({"path": enc.path, "sha256": enc.sha256, "reason": enc.error})
+                    entry = {"path": enc.path, "sha256": enc.sha256, "reason": enc.error}
+                    if duplicate_of is not None:
+                        entry["duplicate_of"] = duplicate_of
+                    skipped.append(entry)
                     continue
+                if enc.cached:
+                    result.reused += 1
+                else:
+                    result.encoded += 1
                 assert enc.ids is not None
                 seen_sha[enc.sha256] = enc.path
                 data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()

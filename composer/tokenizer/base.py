@@ -116,6 +116,19 @@ class Tokenizer(ABC):
     pitch_kinds: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ shared
+    def check_length(self, score: Score) -> None:
+        """Refuse a piece too long to be music rather than encode hours of silence or one endless note."""
+        seconds = score.duration_seconds
+        if seconds > MAX_SECONDS:
+            raise TokenError(
+                f"piece lasts {seconds / 3600:.1f} hours, more than the {MAX_SECONDS // 3600} allowed"
+            )
+        quarters = score.end_tick / score.ticks_per_beat
+        if quarters > 4 * MAX_BARS:
+            raise TokenError(
+                f"piece spans {quarters:,.0f} quarter notes, more than the {4 * MAX_BARS:,} allowed"
+            )
+
     @property
     def encoding(self) -> str:
         return self.config.encoding

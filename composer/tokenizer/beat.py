@@ -91,6 +91,7 @@ class BeatTokenizer(Tokenizer):
         c = self.config
         res, tpq = c.beat_resolution, score.ticks_per_beat
         stats = EncodeStats()
+        self.check_length(score)
         notes = NoteArrays.from_score(score)
         stats.notes_in = len(notes.pitch)
         keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)

@@ -17,7 +17,6 @@ import numpy as np
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
 from composer.tokenizer.base import (
     DRUMS,
-    MAX_SECONDS,
     PROGRAM_LABELS,
     EncodeStats,
     NoteArrays,
@@ -49,10 +48,9 @@ class PerformanceTokenizer(Tokenizer):
         return self.config.max_shift_ms // self.config.time_shift_ms
 
     def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
-        from composer.errors import TokenError
-
         c = self.config
         stats = EncodeStats()
+        self.check_length(score)
         notes = NoteArrays.from_score(score)
         stats.notes_in = len(notes.pitch)
         keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)
@@ -62,8 +60,6 @@ class PerformanceTokenizer(Tokenizer):
         step = c.time_shift_ms / 1000.0
         on_s = score.ticks_to_seconds(notes.start)
         off_s = score.ticks_to_seconds(notes.end)
-        if len(off_s) and off_s.max() > MAX_SECONDS:
-            raise TokenError(f"piece lasts {off_s.max() / 3600:.1f} hours, more than {MAX_SECONDS // 3600}")
         on = np.rint(on_s / step).astype(np.int64)
         off = np.maximum(np.rint(off_s / step).astype(np.int64), on + 1)  # a note lasts at least one step
         # pair same-pitch notes of one program first-in-first-out: sort starts and ends per (program, pitch)

@@ -1,0 +1,473 @@
+"""composer.corpus: building a corpus from a folder of MIDI files, rebuilding it, and opening it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import composer.corpus as corpus_mod
+from composer.corpus import Corpus, build_corpus, split_of
+from composer.errors import CorpusError
+from composer.midi import read_midi
+from tests.midi_factory import (
+    SCORES,
+    chord_score,
+    header,
+    note_track_body,
+    simple_midi_bytes,
+    track,
+    write_score,
+)
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def make_folder(root: Path) -> list[Path]:
+    """Five distinct good files in a nested folder, with mixed-case MIDI suffixes."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    names = {
+        "single": root / "single.mid",
+        "multitrack_drums": root / "sub" / "multitrack.MIDI",
+        "tempo_timesig_changes": root / "sub" / "deeper" / "changes.kar",
+        "overlapping_same_pitch": root / "Overlap.MID",
+        "edge_values": root / "sub" / "edge.Mid",
+    }
+    for key, path in names.items():
+        write_score(SCORES[key](), path)
+    (root / "notes.txt").write_text("not a MIDI file, and not named like one\n")
+    return sorted(names.values())
+
+
+def pitches(score) -> list[int]:
+    return sorted(n.pitch for inst in score.instruments for n in inst.notes)
+
+
+def by_path(corpus: Corpus) -> dict[str, corpus_mod.Piece]:
+    return {Path(p.path).name: p for p in corpus.pieces()}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def bad_files(root: Path) -> dict[str, Path]:
+    """Unusable files, each for a different reason; written beside the good ones."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "not_midi": root / "readme.mid",
+        "empty": root / "empty.mid",
+        "truncated_header": root / "cut.mid",
+        "no_notes": root / "silent.mid",
+    }
+    files["not_midi"].write_text("hello, I am a text file with a .mid suffix\n")
+    files["empty"].write_bytes(b"")
+    files["truncated_header"].write_bytes(header(0, 1)[:9])
+    files["no_notes"].write_bytes(header(0, 1) + track(b"\x00\xff\x2f\x00"))
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def test_build_encodes_every_midi_file_recursively_and_round_trips(tmp_path: Path) -> None:
+    sources = make_folder(tmp_path / "src")
+    result = build_corpus([tmp_path / "src"], tmp_path / "corpus", workers=1)
+    assert result.files_seen == len(sources)
+    assert result.pieces == len(sources) and result.encoded == len(sources) and result.reused == 0
+    assert result.skipped == []
+
+    c = Corpus.open(tmp_path / "corpus")
+    assert sorted(p.path for p in c.pieces()) == sorted(str(s) for s in sources)
+    tok = c.tokenizer
+    total_notes = 0
+    for piece in c.pieces():
+        ids = c.piece_tokens(piece)
+        assert len(ids) == piece.length
+        assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+        source = read_midi(piece.path)
+        back = tok.decode(ids)
+        assert back.note_count == source.note_count == piece.notes, piece.path
+        assert pitches(back) == pitches(source), piece.path
+        total_notes += source.note_count
+
+    s = c.summary()
+    assert s["files"] == len(sources)
+    assert s["train_files"] + s["val_files"] == len(sources)
+    assert s["notes"] == total_notes == result.notes
+    assert s["tokens"] == sum(p.length for p in c.pieces()) == result.tokens == len(c.tokens)
+    assert s["skipped"] == 0
+    assert s["encoding"] == "beat"
+    assert 128 in s["instruments"]  # the drum kit of the multitrack file
+
+
+def test_tokens_are_memory_mapped_not_loaded(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    write_score(chord_score(), tmp_path / "src" / "a.mid")
+    build_corpus([tmp_path / "src"], tmp_path / "corpus", workers=1)
+    c = Corpus.open(tmp_path / "corpus")
+    assert isinstance(c.tokens, np.memmap)
+    assert c.tokens.dtype == np.uint16
+    assert not c.tokens.flags.writeable
+
+
+def test_bad_files_are_skipped_with_a_reason_and_good_ones_encoded(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    good = make_folder(src)
+    bad = bad_files(src)
+    dup = src / "zz_duplicate.mid"
+    shutil.copy(src / "single.mid", dup)
+
+    result = build_corpus([src], tmp_path / "corpus", workers=1)
+    assert result.pieces == len(good)
+    skipped = dict(result.skipped)
+    for kind, path in [*bad.items(), ("duplicate", dup)]:
+        assert str(path) in skipped, kind
+        assert skipped[str(path)].strip(), kind
+    assert len(skipped) == len(bad) + 1
+    assert "empty" in skipped[str(bad["empty"])]
+    assert "not a MIDI file" in skipped[str(bad["not_midi"])]
+    assert "no notes" in skipped[str(bad["no_notes"])]
+    assert "duplicate" in skipped[str(dup)] and "single.mid" in skipped[str(dup)]
+
+    lines = (tmp_path / "corpus" / "skipped.txt").read_text().splitlines()
+    assert len(lines) == len(skipped)
+    for path, reason in skipped.items():
+        assert f"{path}: {reason}" in lines
+
+    c = Corpus.open(tmp_path / "corpus")
+    assert sorted(p.path for p in c.pieces()) == sorted(map(str, good))
+    assert sorted(c.skipped) == sorted(result.skipped)
+    assert c.summary()["skipped"] == len(skipped)
+
+
+@pytest.mark.parametrize("kind", ["not_midi", "empty", "truncated_header", "no_notes"])
+def test_strict_raises_naming_the_bad_file(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    bad = bad_files(tmp_path / "bad")[kind]
+    moved = src / bad.name
+    shutil.move(bad, moved)
+    with pytest.raises(CorpusError, match=re.escape(str(moved))):
+        build_corpus([src], tmp_path / "corpus", workers=1, strict=True)
+    assert not (tmp_path / "corpus" / "manifest.json").exists()
+
+
+def test_truncated_track_is_kept_with_the_notes_read(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = header(0, 1) + track(note_track_body(8))
+    (src / "cut.mid").write_bytes(whole[: len(whole) - 12])  # the track claims more bytes than remain
+    result = build_corpus([src], tmp_path / "corpus", workers=1)
+    assert result.pieces == 1, result.skipped
+    piece = Corpus.open(tmp_path / "corpus").pieces()[0]
+    assert 0 < piece.notes <= 8
+    assert piece.lost.get("truncated_tracks") == 1
+
+
+def test_two_workers_build_the_same_corpus_as_one(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    bad_files(src)
+    for k in range(6):  # enough files that each worker gets several
+        write_score(chord_score(bars=k + 1, program=k), src / f"chords{k}.mid")
+    r1 = build_corpus([src], tmp_path / "one", workers=1)
+    r2 = build_corpus([src], tmp_path / "two", workers=2)
+    assert (r2.pieces, r2.tokens, r2.notes) == (r1.pieces, r1.tokens, r1.notes)
+    assert sorted(r2.skipped) == sorted(r1.skipped)
+    c1, c2 = Corpus.open(tmp_path / "one"), Corpus.open(tmp_path / "two")
+    assert c1.fingerprint == c2.fingerprint
+    assert c1.manifest["files"] == c2.manifest["files"]
+    assert np.array_equal(c1.tokens, c2.tokens)
+
+
+# ------------------------------------------------------------------------------------------- incremental
+
+
+def test_rebuild_reuses_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    bad_files(src)
+    first = build_corpus([src], out, workers=1)
+    before = Corpus.open(out)
+    fingerprint, tokens = before.fingerprint, np.array(before.tokens)
+
+    calls: list[str] = []
+    real = corpus_mod.parse_midi_bytes
+
+    def counting(data: bytes):  # type: ignore[no-untyped-def]
+        calls.append("parse")
+        return real(data)
+
+    monkeypatch.setattr(corpus_mod, "parse_midi_bytes", counting)
+    second = build_corpus([src], out, workers=1)
+    monkeypatch.undo()
+    assert second.reused == n and second.encoded == 0
+    assert calls == []  # nothing was parsed again, not even the bad files
+    assert sorted(second.skipped) == sorted(first.skipped)
+    after = Corpus.open(out)
+    assert after.fingerprint == fingerprint
+    assert np.array_equal(after.tokens, tokens)
+
+
+def test_added_changed_and_deleted_files(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    sources = make_folder(src)
+    n = len(sources)
+    build_corpus([src], out, workers=1)
+    first_bin = Corpus.open(out).manifest["tokens_file"]
+
+    # add one file: only it is encoded
+    added = write_score(chord_score(bars=3, program=40), src / "added.mid")
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused, r.pieces) == (1, n, n + 1)
+    c = Corpus.open(out)
+    assert str(added) in {p.path for p in c.pieces()}
+    assert sorted(f.name for f in out.glob("tokens-*.bin")) == [c.manifest["tokens_file"]]
+    assert c.manifest["tokens_file"] != first_bin  # the old token file was replaced and removed
+
+    # change a file's content: it is encoded again, and the manifest holds its new notes
+    write_score(chord_score(bars=6, program=40), added)
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused, r.pieces) == (1, n, n + 1)
+    c = Corpus.open(out)
+    piece = by_path(c)["added.mid"]
+    assert piece.notes == read_midi(added).note_count == 6 * 5
+    assert c.tokenizer.decode(c.piece_tokens(piece)).note_count == 30
+
+    # delete a file: it is gone from the manifest
+    sources[0].unlink()
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused, r.pieces) == (0, n, n)
+    c = Corpus.open(out)
+    assert str(sources[0]) not in {p.path for p in c.pieces()}
+    assert len(list(out.glob("tokens-*.bin"))) == 1
+    assert not list(out.glob(".*tmp"))  # no temporary files left behind
+    assert c.summary()["files"] == n
+
+
+def test_interrupted_build_leaves_the_previous_corpus_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    make_folder(src)
+    build_corpus([src], out, workers=1)
+    before = snapshot(out)
+    for k in range(4):
+        write_score(chord_score(bars=2 + k, program=k), src / f"new{k}.mid")
+
+    real = corpus_mod.encode_file
+    calls = 0
+
+    def flaky(path, tokenizer):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return real(path, tokenizer)
+
+    monkeypatch.setattr(corpus_mod, "encode_file", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus([src], out, workers=1)
+    assert calls == 3
+    monkeypatch.undo()
+
+    assert snapshot(out) == before  # not a byte changed, no temporary file left
+    c = Corpus.open(out)
+    assert c.summary()["files"] == 5
+    # and the next build picks up where the corpus was
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused, r.pieces) == (4, 5, 9)
+
+
+def test_rebuild_over_a_damaged_corpus_starts_afresh(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    build_corpus([src], out, workers=1)
+    (tfile,) = out.glob("tokens-*.bin")
+    tfile.write_bytes(tfile.read_bytes()[:10])
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused, r.pieces) == (n, 0, n)
+    assert Corpus.open(out).summary()["files"] == n
+
+
+def test_a_corpus_with_a_duplicate_keeps_the_original_on_rebuild(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    shutil.copy(src / "single.mid", src / "zz_duplicate.mid")
+    first = build_corpus([src], out, workers=1)
+    assert first.pieces == n
+    second = build_corpus([src], out, workers=1)
+    assert second.pieces == n, second.skipped
+    assert str(src / "single.mid") in {p.path for p in Corpus.open(out).pieces()}
+    assert [p for p, _ in second.skipped] == [str(src / "zz_duplicate.mid")]
+
+
+def test_encoded_count_excludes_skipped_duplicates(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    shutil.copy(src / "single.mid", src / "zz_duplicate.mid")
+    r = build_corpus([src], out, workers=1)
+    assert r.encoded + r.reused == r.pieces == n
+
+
+# ------------------------------------------------------------------------------------------------- split
+
+
+def test_split_is_by_content_hash_stable_and_independent_of_location(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(24):
+        write_score(chord_score(bars=1 + k % 6, program=k), src / f"p{k:02d}.mid")
+    r = build_corpus([src], tmp_path / "a", workers=1, val_fraction=0.3)
+    a = Corpus.open(tmp_path / "a")
+    split_by_sha = {p.sha256: p.split for p in a.pieces()}
+    assert set(split_by_sha.values()) == {"train", "val"}  # 24 files at 0.3: both splits occur
+    for p in a.pieces():
+        assert p.split == split_of(p.sha256, 0.3)
+    assert r.pieces == 24
+
+    # rebuild: same splits
+    build_corpus([src], tmp_path / "a", workers=1, val_fraction=0.3)
+    assert {p.sha256: p.split for p in Corpus.open(tmp_path / "a").pieces()} == split_by_sha
+
+    # the same files renamed, reordered and moved into subfolders of another folder: same splits
+    other = tmp_path / "elsewhere"
+    for k, f in enumerate(sorted(src.iterdir(), reverse=True)):
+        target = other / f"dir{k % 3}" / f"renamed_{k:02d}_{f.stem[::-1]}.mid"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, target)
+    build_corpus([other], tmp_path / "b", workers=1, val_fraction=0.3)
+    assert {p.sha256: p.split for p in Corpus.open(tmp_path / "b").pieces()} == split_by_sha
+
+    # a file renamed in place keeps its split
+    victim = sorted(src.iterdir())[5]
+    sha_split = {p.path: (p.sha256, p.split) for p in a.pieces()}[str(victim)]
+    renamed = victim.with_name("zzz_renamed.mid")
+    victim.rename(renamed)
+    build_corpus([src], tmp_path / "a", workers=1, val_fraction=0.3)
+    now = {p.path: (p.sha256, p.split) for p in Corpus.open(tmp_path / "a").pieces()}
+    assert now[str(renamed)] == sha_split
+    assert str(victim) not in now
+
+
+def test_small_corpus_still_has_a_validation_piece(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(3):
+        write_score(chord_score(bars=1 + k), src / f"p{k}.mid")
+    build_corpus([src], tmp_path / "c", workers=1, val_fraction=0.01)
+    c = Corpus.open(tmp_path / "c")
+    assert len(c.pieces("val")) >= 1
+    assert len(c.pieces("train")) >= 1
+    assert len(c.pieces("train")) + len(c.pieces("val")) == 3
+    with pytest.raises(CorpusError):
+        c.pieces("test")
+
+
+# ---------------------------------------------------------------------------------------------- encoding
+
+
+def test_switching_encoding_reencodes_and_rebuild_keeps_it(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    build_corpus([src], out, workers=1)
+    assert Corpus.open(out).encoding == "beat"
+
+    r = build_corpus([src], out, workers=1, encoding="performance")
+    assert (r.encoded, r.reused) == (n, 0)
+    c = Corpus.open(out)
+    assert c.encoding == "performance"
+    assert json.loads((out / "tokenizer.json").read_text())["encoding"] == "performance"
+    for piece in c.pieces():  # the tokens really are performance tokens
+        assert c.tokenizer.decode(c.piece_tokens(piece)).note_count == piece.notes
+
+    r = build_corpus([src], out, workers=1)  # no encoding given: the corpus keeps its own
+    assert (r.encoded, r.reused) == (0, n)
+    assert Corpus.open(out).encoding == "performance"
+
+    r = build_corpus([src], out, workers=1, encoding="beat")
+    assert (r.encoded, r.reused) == (n, 0)
+    assert Corpus.open(out).encoding == "beat"
+
+
+# ------------------------------------------------------------------------------------------ open errors
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mid").write_bytes(simple_midi_bytes())
+    write_score(chord_score(), src / "b.mid")
+    build_corpus([src], tmp_path / "corpus", workers=1)
+    return tmp_path / "corpus"
+
+
+def _one_line_error(path: Path, match: str) -> str:
+    with pytest.raises(CorpusError) as info:
+        Corpus.open(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.strip() == msg and msg
+    assert match in msg, msg
+    return msg
+
+
+def test_open_missing_folder(tmp_path: Path) -> None:
+    _one_line_error(tmp_path / "nope", "no such corpus folder")
+
+
+def test_open_folder_without_manifest(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    _one_line_error(tmp_path / "empty", "manifest.json")
+
+
+def test_open_truncated_token_file(built: Path) -> None:
+    (tfile,) = built.glob("tokens-*.bin")
+    data = tfile.read_bytes()
+    tfile.write_bytes(data[: len(data) // 2])
+    _one_line_error(built, tfile.name)
+
+
+def test_open_missing_token_file(built: Path) -> None:
+    (tfile,) = built.glob("tokens-*.bin")
+    tfile.unlink()
+    _one_line_error(built, "missing")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format_version": 1, "files": [',
+        "",
+        "[1, 2, 3]",
+        '{"format_version": 1}',
+        "\x00\xff garbage",
+    ],
+    ids=["cut_json", "empty", "not_an_object", "no_keys", "binary"],
+)
+def test_open_garbled_manifest(built: Path, text: str) -> None:
+    (built / "manifest.json").write_text(text, encoding="latin-1")
+    _one_line_error(built, "manifest")
+
+
+def test_open_manifest_with_bad_piece_entry(built: Path) -> None:
+    m = json.loads((built / "manifest.json").read_text())
+    m["files"][0]["offset"] = m["total_tokens"]  # outside the token file
+    (built / "manifest.json").write_text(json.dumps(m))
+    _one_line_error(built, m["files"][0]["path"])
+
+
+def test_build_errors_are_corpus_errors(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="no such file or folder"):
+        build_corpus([tmp_path / "missing"], tmp_path / "corpus", workers=1)
+    (tmp_path / "src").mkdir()
+    with pytest.raises(CorpusError, match="val fraction"):
+        build_corpus([tmp_path / "src"], tmp_path / "corpus", val_fraction=1.0)
+    with pytest.raises(CorpusError, match="workers"):
+        build_corpus([tmp_path / "src"], tmp_path / "corpus", workers=0)
