@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from composer.errors import ComposerError, CorpusError, MidiReadError
+from composer.fsutil import atomic_write_text, describe_os_error, folder_lock
 from composer.midi import is_midi_path, parse_midi_bytes
 from composer.tokenizer import DRUMS, Tokenizer, TokenizerConfig, tokenizer_from_config
 
@@ -345,7 +346,25 @@ def build_corpus(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CorpusError(f"{out}: cannot create corpus folder: {e.strerror or e}") from None
+        raise CorpusError(f"{out}: cannot create corpus folder: {describe_os_error(e)}") from None
+    with folder_lock(out, "corpus build"):
+        return _build_locked(
+            paths, sources, out, config, old_config, workers, val_fraction, strict, progress, t0
+        )
+
+
+def _build_locked(
+    paths: list[Path],
+    sources: list[Path],
+    out: Path,
+    config: TokenizerConfig,
+    old_config: TokenizerConfig | None,
+    workers: int | None,
+    val_fraction: float,
+    strict: bool,
+    progress: Callable[[Iterator[_Encoded], int], Iterator[_Encoded]] | None,
+    t0: float,
+) -> BuildResult:
 
     # what the existing corpus already holds, by content hash (only if the tokenizer is unchanged)
     old: Corpus | None = None
@@ -436,6 +455,10 @@ def build_corpus(
         digest = hasher.hexdigest()
         tokens_file = f"tokens-{digest[:16]}.bin"
         os.replace(tmp_path, out / tokens_file)
+    except OSError as e:
+        raise CorpusError(
+            f"{out}: cannot write the token file ({describe_os_error(e)}); the previous corpus is kept"
+        ) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -454,9 +477,9 @@ def build_corpus(
         "files": entries,
         "skipped": skipped,
     }
-    config.save(out / TOKENIZER)
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    _atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in skipped))
+    atomic_write_text(out / TOKENIZER, json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in skipped))
     # the previous token file is no longer referenced
     for f in out.glob("tokens-*.bin"):
         if f.name != tokens_file:
@@ -497,15 +520,6 @@ def _encode_all(
     chunk = max(1, min(32, len(paths) // (workers * 8)))
     with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), known)) as pool:
         yield from pool.imap(_work, paths, chunksize=chunk)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def corpus_stats_json(result: BuildResult) -> dict[str, Any]:

@@ -12,7 +12,6 @@ converts them to seconds.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from composer.errors import MidiReadError
+from composer.fsutil import atomic_write
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf", ".rmi")
 DRUM_CHANNEL = 9
@@ -446,23 +446,4 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
             now = tick
         tr.append(mido.MetaMessage("end_of_track", time=0))
         mf.tracks.append(tr)
-    _atomic_write(Path(path), mf)
-
-
-def _atomic_write(path: Path, mf: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            mf.save(file=fh)  # type: ignore[attr-defined]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def bisect_time_signature(score: Score, tick: int) -> TimeSignature:
-    sigs = score.time_signatures or [TimeSignature(0, 4, 4)]
-    k = bisect.bisect_right([s.tick for s in sigs], tick) - 1
-    return sigs[max(k, 0)]
+    atomic_write(Path(path), lambda fh: mf.save(file=fh))
