@@ -414,14 +414,14 @@ _TRAIN_OPTIONS = {
 @click.option(
     "--lr",
     type=click.FloatRange(min=0.0, min_open=True),
-    default=3e-3,
-    show_default=True,
-    help="Peak learning rate (warm-up, then cosine decay to a tenth of it).",
+    default=None,
+    help="Peak learning rate (warm-up, then cosine decay to a tenth of it) "
+    "[default: small 5e-3, medium 3e-3, large 1e-3].",
 )
 @click.option(
     "--max-steps",
     type=click.IntRange(min=1),
-    default=3000,
+    default=1500,
     show_default=True,
     help="Optimizer steps to train for (in total, counting a resumed run's earlier steps).",
 )
@@ -487,13 +487,12 @@ def train_command(
         if ctx.get_parameter_source(opt) is not ParameterSource.DEFAULT
     }
     if "lr" in given:
-        given["min_lr"] = given["lr"] / 10
+        given["min_lr"] = None  # the cosine floor follows the new peak
     stored = load_train_config(out) if resume else None
     if stored is not None:
         config = stored.replace(**given)
     else:
         config = TrainConfig(**{field: options[opt] for opt, field in _TRAIN_OPTIONS.items()})
-        config = config.replace(min_lr=config.lr / 10)
     interactive = sys.stderr.isatty()
     result = train(
         corpus_dir,
@@ -579,20 +578,30 @@ def info_command(checkpoint: Path, as_json: bool) -> None:
     help="Folder for song_001.mid, song_001.json, ... (created if missing).",
 )
 @click.option("-n", "--num", "n", type=click.IntRange(1, 1024), default=4, show_default=True, help="Songs.")
-@click.option("--seconds", type=float, default=None, help="Length in seconds [default: 30].")
-@click.option("--bars", type=int, default=None, help="Length in bars (beat encoding).")
-@click.option("--tokens", type=int, default=None, help="Length in tokens.")
+@click.option(
+    "--seconds", type=float, default=None, help="Length in seconds, after the primer [default: 30]."
+)
+@click.option("--bars", type=int, default=None, help="Length in bars, after the primer (beat encoding).")
+@click.option("--tokens", type=int, default=None, help="Length in tokens, after the primer.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
 @click.option("--top-k", type=int, default=None, help="Sample only among the k likeliest tokens.")
 @click.option("--top-p", type=float, default=None, help="Sample only from the top-p probability mass (0-1].")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed [default: random].")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed [default: random]."
+)
 @click.option(
     "--primer",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="A MIDI file the songs continue (kept unchanged at their start).",
 )
-@click.option("--bpm", type=float, default=None, help="Tempo of the written files (20-400).")
+@click.option(
+    "--bpm",
+    type=float,
+    default=None,
+    help="One tempo for the songs (20-400). Beat encoding: the model is steered to it and the files "
+    "carry exactly it. Performance encoding: notes keep their times, the files' grid gets this tempo.",
+)
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda", "mps"]),
@@ -652,7 +661,7 @@ def generate_command(
                 f"no CHECKPOINT given and the default {checkpoint} does not exist: train it first "
                 f"(make demo, or: composer corpus bach && composer train corpora/bach -o {checkpoint})"
             )
-    prepare_out_dir(out_dir, n, plot, force)  # refuse existing files before any work
+    prepare_out_dir(out_dir, n, plot, force, create=False)  # refuse existing files before any work
     ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
     if seed is None:
         seed = secrets.randbelow(2**31)
@@ -722,6 +731,113 @@ def render_command(
     r = render(song, out, soundfont=soundfont, sample_rate=sample_rate, force=force)
     sf = f" with {r.soundfont}" if r.soundfont is not None else ""
     click.echo(f"{song} -> {r.path} ({r.bytes / 1e6:.1f} MB, {r.tool}{sf})")
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        ds = tuple(int(x) for x in value.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated token counts, got {value!r}") from None
+    if any(d < 1 for d in ds):
+        raise click.BadParameter(f"distances must be at least 1, got {value!r}")
+    return ds
+
+
+@main.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write every figure to this JSON file.",
+)
+@click.option(
+    "--samples", type=click.IntRange(0, 1024), default=16, show_default=True,
+    help="Songs to generate and compare with the data (0: skip the music statistics).",
+)
+@click.option(
+    "--samples-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="Compare these already generated MIDI files instead of generating new ones.",
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write a figure of each feature's distribution, samples against the data (PNG).",
+)
+@click.option(
+    "--distances", default="64,256,1024", show_default=True, callback=_distances,
+    help="Long-range test: history lengths (tokens) the model is cut to; empty to skip.",
+)
+@click.option(
+    "--targets", type=click.IntRange(min=1), default=1024, show_default=True,
+    help="Long-range test: target tokens measured (at most), the same for every distance.",
+)
+@click.option(
+    "--order", type=click.IntRange(2, 8), default=5, show_default=True, help="Order of the n-gram baseline."
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sampling seed.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+    help="Where the model runs.",
+)
+def evaluate_command(
+    checkpoint: Path,
+    data: Path | None,
+    json_path: Path | None,
+    samples: int,
+    samples_dir: Path | None,
+    plot_path: Path | None,
+    distances: tuple[int, ...],
+    targets: int,
+    order: int,
+    seed: int,
+    temperature: float,
+    device: str,
+) -> None:
+    """Measure a CHECKPOINT on DATA: a folder of MIDI files or a corpus (its validation split).
+
+    Prints nats per token and per note (with unigram and n-gram baselines fit on the training corpus),
+    how much the model gains from context older than --distances tokens, and how samples compare with
+    the data on Yang & Lerch's music statistics. Without DATA, the corpus the checkpoint was trained on.
+
+    Example: composer evaluate checkpoints/bach corpora/bach --json eval.json --plot eval.png
+    """
+    from composer.evaluate import evaluate_checkpoint, format_report, report_json
+    from composer.sample import check_sampling_options
+
+    check_sampling_options(temperature, None, None)
+    if plot_path is not None and samples == 0 and samples_dir is None:
+        raise ComposerError("--plot draws the music statistics: give --samples N or --samples-dir")
+    ev = evaluate_checkpoint(
+        checkpoint,
+        data,
+        samples=samples,
+        samples_dir=samples_dir,
+        distances=distances,
+        ngram_order=order,
+        max_targets=targets,
+        seed=seed,
+        temperature=temperature,
+        device=device,
+        log=lambda msg: click.echo(msg, err=True) if sys.stderr.isatty() else None,
+    )
+    click.echo(format_report(ev.report))
+    if json_path is not None:
+        try:
+            json_path.write_text(report_json(ev.report))
+        except OSError as e:
+            raise ComposerError(f"{json_path}: cannot write ({e.strerror or e})") from None
+        click.echo(f"figures written to {json_path}")
+    if plot_path is not None and ev.music is not None:
+        from composer.musicstats import plot_comparison
+
+        try:
+            plot_comparison(ev.music, plot_path, title=f"{ev.report['checkpoint']}: samples vs data")
+        except OSError as e:
+            raise ComposerError(f"{plot_path}: cannot write ({e.strerror or e})") from None
+        click.echo(f"distributions drawn in {plot_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover
