@@ -178,7 +178,8 @@ class BeatGrammar(Grammar):
             if last == "BAR":  # a time signature only when it changes
                 m[self.o_ts : self.o_ts + len(self.bar_steps)] = True
                 m[self.o_ts + r.ts] = False
-            self._bar_or_end(r, m)  # an empty bar
+            if not r.ending:  # an empty bar (a piece never ends on one)
+                m[self.bar_id] = True
         elif last == "POSITION":  # a position holds a tempo change or notes
             m |= self.m_tempo
             m[self.o_tempo + r.tempo] = False
@@ -290,6 +291,10 @@ class _PerfRow:
     seconds: float = 0.0
 
 
+#: At most this many notes sound at once in a sampled performance (real music rarely has more than 20).
+MAX_POLYPHONY = 64
+
+
 class PerformanceGrammar(Grammar):
     def __init__(self, tokenizer: Tokenizer) -> None:
         super().__init__(tokenizer)
@@ -333,15 +338,15 @@ class PerformanceGrammar(Grammar):
         m[self.o_prog + lo : self.o_prog + 129] = True
         if r.prog >= 0:
             m[self.o_prog + r.prog] = False
-        if r.ending:  # only programs that can close a note at this instant
+        if r.ending or r.n_sounding >= MAX_POLYPHONY:  # only programs that can close a note now
             can_close = r.sounding.any(axis=1)
             if r.instant_on:
                 can_close[:] = False
             elif r.instant_key >= 0:
                 can_close[: r.instant_key // 128 + 1] = False
             m[self.o_prog : self.o_prog + 129] &= can_close
-        elif r.n_sounding == 0 and r.notes > 0:
-            m[self.tok.eos_id] = True
+        if not r.ending and r.n_sounding == 0 and r.notes > 0 and r.last != "TIME_SHIFT":
+            m[self.tok.eos_id] = True  # the encoder ends on the last note-off, never on silence
         return m
 
     def _note_events(self, r: _PerfRow, m: np.ndarray, prog: int, after_program: bool = False) -> None:
@@ -378,7 +383,7 @@ class PerformanceGrammar(Grammar):
         if r.vel < 0 and not ignore_velocity:
             return False
         lo = r.instant_key - prog * 128 + 1 if r.instant_on and r.instant_key >= prog * 128 else 0
-        if lo >= 128:
+        if lo >= 128 or r.n_sounding >= MAX_POLYPHONY:
             return False
         free = ~r.sounding[prog]
         free[:lo] = False
