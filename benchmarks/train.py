@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if on_gpu and "large" not in presets:
         presets.append("large")
     warmup = 3 if not on_gpu else 10
-    steps = args.steps or (12 if not on_gpu else 100)
+    steps = args.steps or (20 if not on_gpu else 100)
     shapes = {"small": (32, 128), "medium": (32, 128), "large": (64, 256) if on_gpu else (32, 128)}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:

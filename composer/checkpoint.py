@@ -153,7 +153,8 @@ def write_checkpoint(
 
     tmp = parent / f".{target.name}.tmp-{os.getpid()}"
     old = parent / f".{target.name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in parent.glob(f".{target.name}.tmp-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     try:
         for name, data in blobs.items():

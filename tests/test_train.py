@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_train import build_tiny_corpus, metrics_losses, tiny_config
 
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
@@ -32,6 +31,7 @@ from composer.train import (
     read_metrics,
     train,
 )
+from tests.helpers_train import build_tiny_corpus, metrics_losses, tiny_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,10 @@ def test_train_config_validation_and_round_trip() -> None:
     with pytest.raises(ConfigError, match="unknown train config key.*: colour"):
         TrainConfig.from_dict({**cfg.to_dict(), "colour": "blue"})
     assert cfg.replace(lr=1e-3).lr == 1e-3
+    # the learning rate defaults to the preset's, the cosine floor to a tenth of the peak
+    assert (TrainConfig().peak_lr, TrainConfig().final_lr) == (5e-3, pytest.approx(5e-4))
+    assert TrainConfig(preset="large").peak_lr == 1e-3
+    assert TrainConfig(lr=2e-3).final_lr == pytest.approx(2e-4)
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -243,7 +247,7 @@ def test_loss_falls_and_run_folder_is_complete(corpus: Path, tmp_path: Path) -> 
     res = train(corpus, tmp_path / "run", cfg, progress=False)
     assert res.steps == 60 and res.stop_reason == "max_steps" and res.skipped_steps == 0
     first, last = np.mean(res.train_losses[:5]), np.mean(res.train_losses[-10:])
-    assert last < first - 2.0, (first, last)  # from ~ln(643) = 6.5 to well under 4.5
+    assert last < first - 2.0, (first, last)  # from ~ln(vocab) = 6.5 to well under 4.5
     assert res.val_loss is not None and res.val_loss < 5.0 and res.val_nats_per_note > res.val_loss
     assert res.tokens_per_s > 0
     run = tmp_path / "run"
@@ -354,6 +358,20 @@ def test_nan_steps_are_skipped_and_a_streak_stops_with_the_last_good_checkpoint(
     assert ck.step == 5 and all(torch.isfinite(p).all() for p in ck.model.parameters())
 
 
+def test_time_budget_and_ctrl_c_stop_cleanly_with_a_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    res = train(corpus, tmp_path / "timed", tiny_config(max_minutes=1e-6), progress=False, plot=False)
+    assert (res.steps, res.stop_reason) == (1, "max_minutes") and load_checkpoint(res.run_dir).step == 1
+
+    def ctrl_c_at_3(step: int, loss: float, model: torch.nn.Module) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # first Ctrl-C: finish the step, save, return
+
+    res = train(corpus, tmp_path / "int", tiny_config(), progress=False, plot=False, on_step=ctrl_c_at_3)
+    assert (res.steps, res.stop_reason) == (4, "interrupted")  # the flag is read at the next step
+    assert read_checkpoint(tmp_path / "int" / "last").meta["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_resume_refuses_another_vocabulary(corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(corpus, run, tiny_config(max_steps=2, eval_every=2), progress=False, plot=False)
@@ -422,3 +440,41 @@ def test_ddp_gloo_two_processes(corpus: Path, tmp_path: Path) -> None:
     raw = read_checkpoint(run / "last")
     assert raw.meta["world_size"] == 2 and len(raw.meta["train_state"]["streams"]) == 2
     assert sorted(p.name for p in run.iterdir()) == ["best", "last", "metrics.csv"]
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from composer.cli import main
+
+    run = tmp_path / "cli-run"
+    small = ["--batch-size", "4", "--window", "32", "--eval-every", "2", "--threads", "1", "--device", "cpu"]
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "2", *small])
+    assert res.exit_code == 0, res.output
+    assert "2 steps (max steps)" in res.output and (run / "best" / "checkpoint.json").is_file()
+    res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "3"])
+    assert res.exit_code == 1 and "already holds a training run; pass --resume" in res.output
+    # --resume keeps the stored settings and applies only the options given
+    res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--resume", "--max-steps", "4"])
+    assert res.exit_code == 0, res.output
+    stored = read_checkpoint(run / "last").meta["train_config"]
+    kept = (stored["max_steps"], stored["batch_size"], stored["window"], stored["num_threads"])
+    assert kept == (4, 4, 32, 1)
+    res = runner.invoke(main, ["info", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "steps  4" in res.output and "LSTM 2 x 256" in res.output and str(corpus) in res.output
+    res = runner.invoke(main, ["info", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such checkpoint" in res.output
+
+
+def test_cli_defaults_match_train_config() -> None:
+    from composer.cli import _TRAIN_OPTIONS, train_command
+
+    defaults = TrainConfig()
+    for param in train_command.params:
+        if param.name in _TRAIN_OPTIONS and param.name != "max_minutes":
+            assert param.default == getattr(defaults, _TRAIN_OPTIONS[param.name]), param.name
