@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 COMPOSER := $(BIN)/composer
 
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo test lint bench
 
 setup: $(VENV)/.installed
 
@@ -14,9 +14,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bach,dev]'
 	touch $@
 
+# The main job on the built-in corpus. Each step reuses what is there: the corpus is rebuilt only
+# incrementally, a training run resumes where it stopped (a finished run stops at once), songs are rewritten.
+DEMO_MINUTES ?= 5
 demo: setup
 	$(COMPOSER) corpus bach -o corpora/bach
-	$(COMPOSER) corpus info corpora/bach
+	@if [ -d checkpoints/bach/last ]; then \
+		$(COMPOSER) train corpora/bach -o checkpoints/bach --resume --max-minutes $(DEMO_MINUTES); \
+	else \
+		$(COMPOSER) train corpora/bach -o checkpoints/bach --max-minutes $(DEMO_MINUTES); \
+	fi
+	$(COMPOSER) generate checkpoints/bach -o songs -n 4 --bars 16 --seed 1 --plot --force
+	@echo "Done: open songs/song_001.mid in your DAW (songs/song_001.png shows its piano roll)."
 
 test: setup
 	$(BIN)/python -m pytest
@@ -27,3 +36,6 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python benchmarks/encode.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/quality.py

@@ -68,6 +68,7 @@ from composer.device import (
     set_threads,
 )
 from composer.errors import CheckpointError, ComposerError, ConfigError, CorpusError
+from composer.fsutil import folder_lock
 from composer.model import PRESETS, LSTMModel, ModelConfig, State, detach_state, reset_rows
 
 # ------------------------------------------------------------------------------------------- config
@@ -836,20 +837,23 @@ def train(
     model)`` is called after every step. Raises ``ComposerError`` subclasses for anything a user can fix.
     """
     dist_info = _setup_distributed(config.device if config else "auto")
+    # one run per folder: a second run (or a corpus build) pointed here fails at once with a clear error
+    lock = folder_lock(Path(out_dir), "training run") if dist_info.is_main else contextlib.nullcontext()
     try:
-        return _train(
-            corpus,
-            Path(out_dir),
-            config,
-            resume=resume,
-            progress=progress,
-            overwrite=overwrite,
-            plot=plot,
-            run_args=run_args,
-            log=log,
-            on_step=on_step,
-            dist_info=dist_info,
-        )
+        with lock:
+            return _train(
+                corpus,
+                Path(out_dir),
+                config,
+                resume=resume,
+                progress=progress,
+                overwrite=overwrite,
+                plot=plot,
+                run_args=run_args,
+                log=log,
+                on_step=on_step,
+                dist_info=dist_info,
+            )
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist

@@ -92,3 +92,20 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
     deadline = time.time() + 5
     with folder_lock(tmp_path, "corpus build"):
         assert time.time() < deadline
+
+
+def test_two_training_runs_on_one_folder_the_second_is_refused(tmp_path):
+    from composer.train import train
+
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    run_dir = tmp_path / "run"
+    holder = ctx.Process(target=_hold_lock, args=(str(run_dir), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(20)
+        with pytest.raises(ComposerError, match=r"a training run \(pid \d+\) is writing to this folder"):
+            train(tmp_path / "no-corpus-needed", run_dir, progress=False)
+    finally:
+        release.set()
+        holder.join(20)

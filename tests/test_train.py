@@ -439,7 +439,7 @@ def test_ddp_gloo_two_processes(corpus: Path, tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == list(range(1, 7))  # one writer, one row per step
     raw = read_checkpoint(run / "last")
     assert raw.meta["world_size"] == 2 and len(raw.meta["train_state"]["streams"]) == 2
-    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "metrics.csv"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "best", "last", "metrics.csv"]  # rank 0's lock
 
 
 # ------------------------------------------------------------------------------------------- CLI
