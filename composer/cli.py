@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -504,6 +505,8 @@ def train_command(
         run_args={"argv": sys.argv[1:]},
         log=None if interactive else (lambda msg: click.echo(msg, err=True)),
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
+        return
     minutes = result.elapsed_s / 60
     click.echo(
         f"{result.steps} steps ({result.stop_reason.replace('_', ' ')}), {minutes:.1f} min, "
