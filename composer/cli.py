@@ -337,8 +337,12 @@ def corpus_info(path: Path, as_json: bool) -> None:
     help="Token encoding [default: beat, or the existing corpus's].",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only the first N chorales (a quick try; the full set is about 400).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the first N chorales (a quick try; the full set is about 400).",
+)
 def corpus_bach(out: Path, encoding: str | None, workers: int | None, limit: int | None) -> None:
     """Build the built-in corpus: the Bach chorales that ship with music21, offline.
 
@@ -371,7 +375,7 @@ _TRAIN_OPTIONS = {
     "preset": "preset", "device": "device", "batch_size": "batch_size", "window": "window", "lr": "lr",
     "max_steps": "max_steps", "max_minutes": "max_minutes", "eval_every": "eval_every",
     "patience": "patience", "seed": "seed", "amp": "amp", "grad_accum": "grad_accum",
-    "threads": "num_threads",
+    "threads": "num_threads", "music_stats": "music_samples",
 }  # fmt: skip
 
 
@@ -464,6 +468,14 @@ _TRAIN_OPTIONS = {
 )
 @click.option(
     "--threads", type=click.IntRange(min=0), default=0, help="CPU threads for torch [default: torch's]."
+)
+@click.option(
+    "--music-stats",
+    type=click.IntRange(min=0, max=256),
+    default=0,
+    show_default=True,
+    help="Songs sampled at each validation to log music statistics (Yang & Lerch overlap with the data) "
+    "to metrics.csv; 0: off.",
 )
 @click.pass_context
 def train_command(
@@ -675,9 +687,7 @@ def generate_command(
         def tick(done: float, total: float) -> None:
             pb.update(done - pb.n)
 
-        songs = generate(
-            ckpt, n, length, temperature, top_k, top_p, seed, primer, bpm, device, tick, notices
-        )
+        songs = generate(ckpt, n, length, temperature, top_k, top_p, seed, primer, bpm, device, tick, notices)
     for msg in notices:
         click.echo(f"note: {msg}", err=True)
     meta = {
@@ -753,27 +763,44 @@ def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option(
-    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Also write every figure to this JSON file.",
 )
 @click.option(
-    "--samples", type=click.IntRange(0, 1024), default=16, show_default=True,
+    "--samples",
+    type=click.IntRange(0, 1024),
+    default=16,
+    show_default=True,
     help="Songs to generate and compare with the data (0: skip the music statistics).",
 )
 @click.option(
-    "--samples-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    "--samples-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
     help="Compare these already generated MIDI files instead of generating new ones.",
 )
 @click.option(
-    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Write a figure of each feature's distribution, samples against the data (PNG).",
 )
 @click.option(
-    "--distances", default="64,256,1024", show_default=True, callback=_distances,
+    "--distances",
+    default="64,256,1024",
+    show_default=True,
+    callback=_distances,
     help="Long-range test: history lengths (tokens) the model is cut to; empty to skip.",
 )
 @click.option(
-    "--targets", type=click.IntRange(min=1), default=1024, show_default=True,
+    "--targets",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
     help="Long-range test: target tokens measured (at most), the same for every distance.",
 )
 @click.option(
@@ -782,7 +809,10 @@ def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sampling seed.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
     help="Where the model runs.",
 )
 def evaluate_command(

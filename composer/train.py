@@ -115,6 +115,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_batches: int = 50  # validation windows per evaluation (per process), always the same; 0 = all
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    music_samples: int = 0  # songs sampled at each evaluation for the music statistics; 0 = off
     max_bad_steps: int = 10  # consecutive non-finite losses before giving up
     # --- runtime
     seed: int = 1337
@@ -151,6 +152,7 @@ class TrainConfig:
         _check("eval_every", self.eval_every, 1, 1 << 40)
         _check("eval_batches", self.eval_batches, 0, 1 << 40)
         _check("patience", self.patience, 0, 1 << 20)
+        _check("music_samples", self.music_samples, 0, 256)
         _check("max_bad_steps", self.max_bad_steps, 1, 1 << 20)
         _check("seed", self.seed, 0, 2**63 - 1)
         if self.device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
@@ -622,6 +624,10 @@ METRIC_FIELDS = (
     "tokens_per_s",
     "val_loss",
     "val_nats_per_note",
+    "music_mean_oa",
+    "music_mean_kl",
+    "music_repeated_bars",
+    "music_degenerate_rate",
     "skipped",
 )
 
@@ -1002,6 +1008,7 @@ class _Run:
             torch.manual_seed(config.seed + dist_info.rank)  # different dropout masks per process
         self.optimizer = make_optimizer(self.model, config, device)
         self.ddp: nn.Module = self.model
+        self.music_reference: Any = None  # validation pieces' music features, computed on first use
         if dist_info.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -1137,6 +1144,21 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return StepStats(train_loss, gnorm, int(total_targets), stop_votes, not finite)
+
+    def music_stats(self) -> dict[str, float]:
+        """Yang & Lerch statistics of a few sampled songs against the validation pieces (rank 0, if asked)."""
+        if not self.config.music_samples or not self.dist.is_main:
+            return {}
+        from composer.evaluate import reference_features, sampled_music_stats
+
+        if self.music_reference is None:
+            self.music_reference = reference_features(self.corpus, "val", limit=64)
+        stats = sampled_music_stats(
+            self.model, self.tok, self.music_reference, n=self.config.music_samples, seed=self.config.seed,
+            device=self.device,
+        )  # fmt: skip
+        keys = ("mean_oa", "mean_kl", "repeated_bars", "degenerate_rate")
+        return {f"music_{k}": stats[k] for k in keys if k in stats}
 
     def evaluate(self) -> EvalResult | None:
         c = self.config
@@ -1288,6 +1310,7 @@ def _train(
                     if result is not None:
                         run.last_eval = result
                         row["val_loss"], row["val_nats_per_note"] = result.loss, result.nats_per_note
+                        row.update(run.music_stats())
                         if math.isfinite(result.loss) and (
                             run.best_val is None or result.loss < run.best_val
                         ):

@@ -261,6 +261,17 @@ def test_loss_falls_and_run_folder_is_complete(corpus: Path, tmp_path: Path) -> 
         train(corpus, run, cfg, progress=False)
 
 
+def test_music_statistics_are_logged_at_each_validation_when_asked(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=20, eval_every=10, music_samples=2)
+    train(corpus, tmp_path / "run", cfg, progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    evals = [r for r in rows if r["val_loss"]]
+    assert [int(r["step"]) for r in evals] == [10, 20]
+    for r in evals:
+        assert 0.0 <= float(r["music_mean_oa"]) <= 1.0 and float(r["music_mean_kl"]) >= 0.0
+    assert all(r["music_mean_oa"] == "" for r in rows if not r["val_loss"])
+
+
 def test_resume_follows_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Path) -> None:
     cfg = tiny_config(max_steps=16, eval_every=4, lr_decay_steps=16, grad_accum=2)
     full = train(corpus, tmp_path / "full", cfg, progress=False, plot=False)
