@@ -10,13 +10,14 @@ On CUDA ``torch.nn.LSTM`` runs the fused cuDNN kernels; nothing here is device s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composer.configs import known_fields
 from composer.errors import ConfigError
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -79,12 +80,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        data = known_fields(cls, data, "model")
         if "vocab_size" not in data:
             raise ConfigError("model config is missing vocab_size")
         return cls(**data)

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from composer.checkpoint import (
     split_tensors,
     write_checkpoint,
 )
+from composer.configs import known_fields
 from composer.device import (
     amp_dtype,
     autocast,
@@ -193,13 +194,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"train config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data, "train"))
 
 
 @dataclass

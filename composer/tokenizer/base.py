@@ -116,6 +116,18 @@ class Tokenizer(ABC):
     pitch_kinds: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ shared
+    def _notes_to_encode(self, score: Score) -> tuple[NoteArrays, EncodeStats]:
+        """The score's notes inside the pitch range, and stats counting those outside it."""
+        self.check_length(score)
+        stats = EncodeStats()
+        notes = NoteArrays.from_score(score)
+        stats.notes_in = len(notes.pitch)
+        keep = (notes.pitch >= self.config.pitch_min) & (notes.pitch <= self.config.pitch_max)
+        stats.pitches_out_of_range = int(len(keep) - keep.sum())
+        notes = notes.select(keep)
+        stats.notes_encoded = len(notes.pitch)
+        return notes, stats
+
     def check_length(self, score: Score) -> None:
         """Refuse a piece too long to be music rather than encode hours of silence or one endless note."""
         seconds = score.duration_seconds

@@ -22,7 +22,6 @@ from composer.tokenizer.base import (
     MAX_BARS,
     PROGRAM_LABELS,
     EncodeStats,
-    NoteArrays,
     Tokenizer,
     lcm_ticks,
     round_div,
@@ -90,17 +89,10 @@ class BeatTokenizer(Tokenizer):
     def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
         c = self.config
         res, tpq = c.beat_resolution, score.ticks_per_beat
-        stats = EncodeStats()
-        self.check_length(score)
-        notes = NoteArrays.from_score(score)
-        stats.notes_in = len(notes.pitch)
-        keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)
-        stats.pitches_out_of_range = int(len(keep) - keep.sum())
-        notes = notes.select(keep)
+        notes, stats = self._notes_to_encode(score)
         g_start = round_div(notes.start, res, tpq)
         g_end = round_div(notes.end, res, tpq)
         dur = np.maximum(g_end - g_start, 1)
-        stats.notes_encoded = len(g_start)
 
         # time signatures on the grid; unsupported ones become 4/4, mid-bar ones move to the next bar line
         ts_changes: list[tuple[int, int]] = [(0, self._default_ts)]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from composer.configs import known_fields
 from composer.errors import ConfigError
 
 ENCODINGS = ("beat", "performance")
@@ -69,17 +70,11 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"tokenizer config must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        version = data.pop("format_version", FORMAT_VERSION)
+        data = dict(data) if isinstance(data, dict) else data
+        version = data.pop("format_version", FORMAT_VERSION) if isinstance(data, dict) else FORMAT_VERSION
         if version != FORMAT_VERSION:
             raise ConfigError(f"tokenizer config format_version must be {FORMAT_VERSION}, got {version!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown tokenizer config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data, "tokenizer"))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

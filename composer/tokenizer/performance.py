@@ -19,7 +19,6 @@ from composer.tokenizer.base import (
     DRUMS,
     PROGRAM_LABELS,
     EncodeStats,
-    NoteArrays,
     Tokenizer,
 )
 from composer.tokenizer.vocab import TokenRange
@@ -49,14 +48,7 @@ class PerformanceTokenizer(Tokenizer):
 
     def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
         c = self.config
-        stats = EncodeStats()
-        self.check_length(score)
-        notes = NoteArrays.from_score(score)
-        stats.notes_in = len(notes.pitch)
-        keep = (notes.pitch >= c.pitch_min) & (notes.pitch <= c.pitch_max)
-        stats.pitches_out_of_range = int(len(keep) - keep.sum())
-        notes = notes.select(keep)
-        stats.notes_encoded = len(notes.pitch)
+        notes, stats = self._notes_to_encode(score)
         step = c.time_shift_ms / 1000.0
         on_s = score.ticks_to_seconds(notes.start)
         off_s = score.ticks_to_seconds(notes.end)
