@@ -86,11 +86,15 @@ def render(
     force: bool = False,
 ) -> RenderResult:
     """Render ``midi`` to a WAV file (default: next to it, ``.wav``) and return what was written."""
+    from composer.errors import MidiReadError
     from composer.midi import read_midi
 
     src = Path(midi)
     dst = Path(out) if out is not None else src.with_suffix(".wav")
-    read_midi(src)  # a one-line MidiReadError for anything that is not a MIDI file
+    try:
+        read_midi(src)
+    except MidiReadError as e:
+        raise MidiReadError(f"{src}: {e}") from None
     if dst.exists() and not force:
         raise ComposerError(f"{dst} exists (use --force to overwrite)")
     if not dst.parent.is_dir():
