@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from composer.errors import CheckpointError, ComposerError
+from composer.fsutil import describe_os_error
 from composer.model import LSTMModel, ModelConfig
 
 if TYPE_CHECKING:
@@ -165,6 +166,12 @@ def write_checkpoint(
             os.replace(target, old)
         os.replace(tmp, target)
         _fsync_dir(parent)
+    except OSError as e:
+        if not target.exists() and old.exists():  # put the previous checkpoint back
+            os.replace(old, target)
+        raise CheckpointError(
+            f"{target}: cannot write the checkpoint ({describe_os_error(e)}); the previous one is kept"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)

@@ -34,6 +34,13 @@ class ComposerGroup(click.Group):
             if ctx.meta.get("composer.debug"):
                 raise
             raise click.ClickException("interrupted") from None
+        except OSError as e:  # a full disk, a permission, a vanished file: still one line
+            if ctx.meta.get("composer.debug"):
+                raise
+            from composer.fsutil import describe_os_error
+
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{describe_os_error(e)}") from None
 
 
 def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> Any:

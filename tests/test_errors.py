@@ -107,3 +107,21 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(world, tmp_path):
         assert result.exit_code != 0 and "Traceback" not in result.output
         assert "model.safetensors" in result.stderr
     assert not marker.exists()
+
+
+def test_hostile_primers_continue_or_fail_in_one_line(world, tmp_path):
+    from tests.test_hostile import EXPECT, HOSTILE
+
+    for name, data in HOSTILE.items():
+        primer = tmp_path / f"{name}.mid"
+        primer.write_bytes(data)
+        out = tmp_path / f"songs-{name}"
+        args = ["generate", str(world["run"]), "-o", str(out), "-n", "1", "--tokens", "40", "--seed", "1"]
+        result = CliRunner().invoke(main, [*args, "--primer", str(primer)])
+        assert "Traceback" not in result.output + result.stderr, name
+        if result.exit_code == 0:
+            assert EXPECT[name] is not None, f"{name} should have been refused"
+            assert (out / "song_001.mid").is_file()
+        else:
+            errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error")]
+            assert len(errors) == 1 and name in errors[0], (name, result.stderr)

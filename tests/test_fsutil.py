@@ -109,3 +109,24 @@ def test_two_training_runs_on_one_folder_the_second_is_refused(tmp_path):
     finally:
         release.set()
         holder.join(20)
+
+
+def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    import composer.checkpoint as ck
+
+    meta = {"note": "first"}
+    ck.write_checkpoint(tmp_path / "last", {"w": torch.ones(3)}, {}, meta)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "_write_file", full)
+    full_disk = r"cannot write the checkpoint \(the disk is full\); the previous one is kept"
+    with pytest.raises(ComposerError, match=full_disk):
+        ck.write_checkpoint(tmp_path / "last", {"w": torch.zeros(3)}, {}, {"note": "second"})
+    import json
+
+    assert json.loads((tmp_path / "last" / ck.META_FILE).read_text())["note"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temp folder left behind
