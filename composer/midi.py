@@ -432,15 +432,17 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
         tr.append(mido.MetaMessage("track_name", name=inst.name or program_name(inst.program, inst.is_drum)))
         if not inst.is_drum:
             tr.append(mido.Message("program_change", channel=ch, program=inst.program, time=0))
-        evs: list[tuple[int, int, int, int]] = []  # (tick, order, pitch, velocity); offs sort before ons
+        # (tick, on, pitch, end, velocity): offs sort before ons; same-pitch notes starting together go
+        # shortest first, so that a reader pairing first-in-first-out gives each its own end and velocity
+        evs: list[tuple[int, int, int, int, int]] = []
         for nt in inst.notes:
             end = max(nt.end, nt.start + 1)  # never a zero-length note
             vel = min(max(int(nt.velocity), 1), 127)
-            evs.append((nt.start, 1, nt.pitch, vel))
-            evs.append((end, 0, nt.pitch, 0))
+            evs.append((nt.start, 1, nt.pitch, end, vel))
+            evs.append((end, 0, nt.pitch, 0, 0))
         evs.sort()
         now = 0
-        for tick, on, pitch, vel in evs:
+        for tick, on, pitch, _end, vel in evs:
             kind = "note_on" if on else "note_off"
             tr.append(mido.Message(kind, channel=ch, note=pitch, velocity=vel if on else 0, time=tick - now))
             now = tick

@@ -233,3 +233,16 @@ def test_writer_writes_time_signature_and_tempo_changes(tmp_path):
     ]
     assert [round(mido.tempo2bpm(m.tempo)) for m in msgs if m.type == "set_tempo"] == [120, 90, 140]
     assert TimeSignature(0, 4, 4) in read_midi(tmp_path / "t.mid").time_signatures
+
+
+def test_same_pitch_notes_starting_together_keep_their_own_end_and_velocity(tmp_path):
+    """Real files stack a short and a long note of one pitch on one tick; FIFO pairing must not swap them."""
+    notes = [Note(60, 100, 0, 40), Note(60, 50, 0, 480), Note(64, 127, 0, 960), Note(64, 20, 0, 100)]
+    write_midi(Score(TPQ, [Instrument(0, False, "", notes)]), tmp_path / "stack.mid")
+    back = read_midi(tmp_path / "stack.mid").instruments[0].notes
+    assert sorted((n.pitch, n.end, n.velocity) for n in back) == [
+        (60, 40, 100),
+        (60, 480, 50),
+        (64, 100, 20),
+        (64, 960, 127),
+    ]
