@@ -552,6 +552,7 @@ def info_command(checkpoint: Path, as_json: bool) -> None:
     Example: composer info checkpoints/bach
     """
     from composer.checkpoint import checkpoint_info
+    from composer.train import PRESET_LR
 
     s = checkpoint_info(checkpoint)
     if as_json:
@@ -580,6 +581,8 @@ def info_command(checkpoint: Path, as_json: bool) -> None:
         )
     tc = s["train_config"] or {}
     keys = ("preset", "batch_size", "window", "lr", "max_steps", "seed", "device", "amp")
+    if tc.get("lr") is None and tc.get("preset") in PRESET_LR:  # the preset's rate was used
+        tc = {**tc, "lr": f"{PRESET_LR[tc['preset']]:g} (the preset's)"}
     rows.append(("training", ", ".join(f"{k} {tc[k]}" for k in keys if k in tc)))
     rows.append(("written", f"{s['created']} by composer {s['composer_version']}"))
     for k, v in rows:
