@@ -474,7 +474,10 @@ _TRAIN_OPTIONS = {
     help="Windows accumulated per optimizer step.",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=0), default=0, help="CPU threads for torch [default: torch's]."
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="CPU threads for torch [default: one per four cores].",
 )
 @click.option(
     "--music-stats",

@@ -621,9 +621,10 @@ def evaluate_checkpoint(
     targets lie at positions >= max(max(distances), the training window), ``max_targets`` at most.
     """
     from composer.checkpoint import Checkpoint, load_checkpoint
-    from composer.device import resolve_device
+    from composer.device import resolve_device, set_threads
 
     dev = resolve_device(device)
+    set_threads(0)  # a deliberate CPU thread count (see composer.device.auto_threads)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device=dev)
     ckpt.model.to(dev)
     tok = ckpt.tokenizer

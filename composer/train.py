@@ -122,7 +122,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + loss scaling)
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    num_threads: int = 0  # CPU threads for torch; 0 = one per four cores (device.auto_threads)
     # --- augmentation, drawn per piece
     transpose: int = 6  # up to this many semitones either way, kept inside the piece's pitch range
     velocity_jitter: int = 1  # shift all velocities by up to this many bins either way
