@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import cpu_name  # benchmarks/machine.py
 
 from composer.device import resolve_device, synchronize
 from composer.model import LSTMModel, ModelConfig
@@ -51,16 +51,6 @@ def music_density(tok: Tokenizer, folder: Path = Path("corpora/bach/midi")) -> t
     if seconds > 0:
         return tokens / seconds, f"{len(files)} Bach chorales in {folder}"
     return BACH_TOKENS_PER_SECOND, "the Bach chorales (stored figure)"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_ours(

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_name  # benchmarks/machine.py
 from torch import nn
 
 DEFAULT_CORPUS = Path("corpora/bach")
@@ -57,16 +58,6 @@ REF_LR = 3e-3  # beat 1e-3 at 3 minutes on the Bach chorales (README)
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_text() -> str:
