@@ -7,9 +7,10 @@ validation piece's tokens (everything after BOS, through EOS) over the number of
 file (``composer.midi.read_midi(path).note_count``), the same denominator for both sides.
 
 * composer: ``composer.train.train`` with its defaults (small preset: 2 x 256 LSTM, tied embedding,
-  dropout, carried state, transposition/velocity augmentation, warm-up + cosine learning rate over the
-  default 1500 steps), except ``max_minutes=M`` as the only stop (``max_steps`` is made huge, the cosine
-  still ends where a default run's does), one validation pass at the end, CPU, 1 thread.
+  dropout, carried state, transposition/velocity augmentation, batch 16 x window 64, warm-up + cosine
+  learning rate over the default 6000 steps), except ``max_minutes=M`` as the only stop (``max_steps``
+  is made huge, the cosine still ends where a default run's does), one validation pass at the end, CPU,
+  1 thread.
 * reference: ``miditok.REMI(TokenizerConfig(use_programs=True, use_tempos=True,
   use_time_signatures=True))`` on the same train files (one sequence per file, BOS/EOS added, pieces
   back to back), then the loop of the tutorials: Embedding(V, 256) -> LSTM(256, 256, 2 layers) ->
@@ -171,6 +172,7 @@ def run_composer(corpus: Any, minutes: float, seed: int, run_dir: Path, val: lis
         "params": ckpt.model.num_parameters(),
         "vocab": ckpt.tokenizer.vocab.size,
         "positions": res.steps * config.batch_size * config.window,
+        "shape": f"{config.batch_size} x {config.window}",
         "nll": float(sum(float(x.sum()) for x in nlls)),
         "tokens": int(sum(len(x) for x in nlls)),
         "kept_notes": sum(v.composer_notes for v in val),
@@ -227,6 +229,7 @@ def train_reference(
         "train_s": time.perf_counter() - t0,
         "params": sum(p.numel() for p in model.parameters()),
         "positions": steps * REF_BATCH * REF_WINDOW,
+        "shape": f"{REF_BATCH} x {REF_WINDOW}",
         "final_train": float(np.mean(losses[-50:])) if losses else float("nan"),
     }
 
@@ -314,7 +317,9 @@ def report(
             "training wall-clock (to the end of the last step)",
             [f"{sides[k]['train_s'] / 60:.2f} min" for k in cols],
         ),
-        ("optimizer steps (batch 32 x window 128)", [f"{sides[k]['steps']:,}" for k in cols]),
+        ("batch x window", [sides[k]["shape"] for k in cols]),
+        ("optimizer steps", [f"{sides[k]['steps']:,}" for k in cols]),
+        ("tokens trained on", [f"{sides[k]['positions']:,}" for k in cols]),
         ("learning rate", [sides[k]["lr"] for k in cols]),
         ("parameters", [f"{sides[k]['params']:,}" for k in cols]),
         ("vocabulary", [f"{sides[k]['vocab']:,}" for k in cols]),

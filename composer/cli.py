@@ -412,14 +412,14 @@ _TRAIN_OPTIONS = {
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=32,
+    default=16,
     show_default=True,
     help="Pieces streamed in parallel.",
 )
 @click.option(
     "--window",
     type=click.IntRange(min=1),
-    default=128,
+    default=64,
     show_default=True,
     help="Tokens per backpropagation window (the LSTM state carries across windows).",
 )
@@ -433,7 +433,7 @@ _TRAIN_OPTIONS = {
 @click.option(
     "--max-steps",
     type=click.IntRange(min=1),
-    default=1500,
+    default=6000,
     show_default=True,
     help="Optimizer steps to train for (in total, counting a resumed run's earlier steps).",
 )
@@ -446,7 +446,7 @@ _TRAIN_OPTIONS = {
 @click.option(
     "--eval-every",
     type=click.IntRange(min=1),
-    default=200,
+    default=500,
     show_default=True,
     help="Steps between validation runs (each saves last/, and best/ when it improves).",
 )
