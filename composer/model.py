@@ -24,9 +24,9 @@ State = tuple[torch.Tensor, torch.Tensor]
 
 #: Architecture presets (everything but the vocabulary size). Training tokens/s on one thread of the
 #: dev machine's CPU (AMD EPYC), batch 32 x window 128, beat vocabulary (639), ``benchmarks/train.py``:
-#: - small (1.2 M parameters, ~16 k tok/s): the default. On the built-in Bach chorales it reaches a
-#:   validation loss of 1.20 nats/token (2.93 nats/note) in its default 1500 steps, ~5 minutes on 2
-#:   threads; 2 x 128 learned markedly slower per step and per second (1.45 after 800 steps vs 1.33).
+#: - small (1.2 M parameters, ~16 k tok/s): the default. On the built-in Bach chorales, with the default
+#:   batch 16 x window 64, it reaches 2.85 nats/note on the validation chorales in 3 CPU-minutes
+#:   (benchmarks/quality.py); 2 x 128 learned markedly slower per step and per second.
 #: - medium (2.6 M, ~9.3 k tok/s): for corpora of a few hundred pieces and up.
 #: - large (6.6 M, ~3.8 k tok/s): Performance RNN's 3 x 512, meant for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
