@@ -125,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         from composer.corpus import Corpus
 
         vocab = Corpus.open(corpus).tokenizer.vocab.size
-        runs = [(p, False) for p in presets]
+        runs = [(p, False, shapes.get(p, (32, 128))) for p in presets]
         if on_gpu:
-            runs += [(p, True) for p in presets]
-        for i, (preset, amp) in enumerate(runs):
-            batch, window = shapes.get(preset, (32, 128))
+            runs += [(p, True, shapes.get(p, (32, 128))) for p in presets]
+        elif "small" in presets:  # the default training shape too, where per-step overhead weighs most
+            default = TrainConfig()
+            runs.insert(0, ("small", False, (default.batch_size, default.window)))
+        for i, (preset, amp, (batch, window)) in enumerate(runs):
             cfg = TrainConfig(
                 preset=preset,
                 batch_size=batch,
