@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from composer.configs import known_fields
 from composer.device import (
     amp_dtype,
     autocast,
+    cuda_oom_as,
     describe,
     make_grad_scaler,
     resolve_device,
@@ -792,16 +793,6 @@ def _oom_message(config: TrainConfig) -> str:
     )
 
 
-@contextlib.contextmanager
-def _oom_guard(config: TrainConfig) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise ComposerError(_oom_message(config)) from exc
-
-
 def load_train_config(run_dir: str | os.PathLike[str]) -> TrainConfig | None:
     """The training config stored in a run folder's ``last`` checkpoint (for ``--resume``), if any."""
     last = find_last(run_dir)
@@ -1266,7 +1257,7 @@ def _train(
     run.model.train()
     stopper = _GracefulStop(enabled=not dist_info.enabled)
     try:
-        with stopper, _oom_guard(config):
+        with stopper, cuda_oom_as(_oom_message(config)):
             while run.step < config.max_steps:
                 t0 = time.perf_counter()
                 lr = get_lr(run.step, config)

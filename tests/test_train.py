@@ -18,6 +18,7 @@ import torch
 
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
+from composer.device import cuda_oom_as
 from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
 from composer.train import (
@@ -26,7 +27,7 @@ from composer.train import (
     PieceStream,
     TokenStore,
     TrainConfig,
-    _oom_guard,
+    _oom_message,
     get_lr,
     read_metrics,
     train,
@@ -408,7 +409,10 @@ def test_performance_encoding_trains_with_time_stretch(tmp_path: Path) -> None:
 
 
 def test_cuda_oom_becomes_a_composer_error_naming_what_to_lower() -> None:
-    with pytest.raises(ComposerError, match="--batch-size.*--window.*--preset"), _oom_guard(TrainConfig()):
+    with (
+        pytest.raises(ComposerError, match="--batch-size.*--window.*--preset"),
+        cuda_oom_as(_oom_message(TrainConfig())),
+    ):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
