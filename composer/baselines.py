@@ -173,9 +173,3 @@ class NGramModel:
 
     def token_nll(self, seq: np.ndarray) -> np.ndarray:
         return self.token_nll_many([seq])
-
-
-def fit_baselines(
-    train_seqs: Sequence[np.ndarray], vocab_size: int, order: int = 5
-) -> tuple[UnigramModel, NGramModel]:
-    return UnigramModel(vocab_size).fit(train_seqs), NGramModel(vocab_size, order).fit(train_seqs)

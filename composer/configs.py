@@ -16,3 +16,10 @@ def known_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown {what} config keys: {', '.join(unknown)}")
     return dict(data)
+
+
+def check_range(name: str, value: object, lo: float, hi: float, kind: type | tuple[type, ...] = int) -> None:
+    """ConfigError naming the value and the allowed range unless ``lo <= value <= hi`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:  # type: ignore[operator]
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what} in {lo}..{hi}, got {value!r}")

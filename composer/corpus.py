@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -477,7 +477,7 @@ def _build_locked(
         "files": entries,
         "skipped": skipped,
     }
-    atomic_write_text(out / TOKENIZER, json.dumps(config.to_dict(), indent=2) + "\n")
+    config.save(out / TOKENIZER)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in skipped))
     # the previous token file is no longer referenced
@@ -520,9 +520,3 @@ def _encode_all(
     chunk = max(1, min(32, len(paths) // (workers * 8)))
     with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), known)) as pool:
         yield from pool.imap(_work, paths, chunksize=chunk)
-
-
-def corpus_stats_json(result: BuildResult) -> dict[str, Any]:
-    d = asdict(result)
-    d["out_dir"] = str(result.out_dir)
-    return d

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composer.configs import known_fields
+from composer.configs import check_range, known_fields
 from composer.errors import ConfigError
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -41,11 +41,6 @@ _MAX_WIDTH = 65536
 _MAX_LAYERS = 64
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (its weights live in the checkpoint)."""
@@ -58,14 +53,11 @@ class ModelConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("vocab_size", self.vocab_size, 4, _MAX_VOCAB)
-        _check_int("embed_dim", self.embed_dim, 1, _MAX_WIDTH)
-        _check_int("hidden_size", self.hidden_size, 1, _MAX_WIDTH)
-        _check_int("num_layers", self.num_layers, 1, _MAX_LAYERS)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ConfigError(f"dropout must be a number in 0.0..0.95, got {self.dropout!r}")
-        if not 0.0 <= float(self.dropout) <= 0.95:
-            raise ConfigError(f"dropout must be in 0.0..0.95, got {self.dropout!r}")
+        check_range("vocab_size", self.vocab_size, 4, _MAX_VOCAB)
+        check_range("embed_dim", self.embed_dim, 1, _MAX_WIDTH)
+        check_range("hidden_size", self.hidden_size, 1, _MAX_WIDTH)
+        check_range("num_layers", self.num_layers, 1, _MAX_LAYERS)
+        check_range("dropout", self.dropout, 0.0, 0.95, (int, float))
         object.__setattr__(self, "dropout", float(self.dropout))
         if not isinstance(self.tie_weights, bool):
             raise ConfigError(f"tie_weights must be true or false, got {self.tie_weights!r}")
@@ -163,10 +155,6 @@ class LSTMModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def build_model(config: ModelConfig) -> LSTMModel:
-    return LSTMModel(config)
 
 
 def detach_state(state: State) -> State:

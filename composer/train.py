@@ -59,7 +59,7 @@ from composer.checkpoint import (
     split_tensors,
     write_checkpoint,
 )
-from composer.configs import known_fields
+from composer.configs import check_range, known_fields
 from composer.device import (
     amp_dtype,
     autocast,
@@ -74,12 +74,6 @@ from composer.fsutil import folder_lock
 from composer.model import PRESETS, LSTMModel, ModelConfig, State, detach_state, reset_rows
 
 # ------------------------------------------------------------------------------------------- config
-
-
-def _check(name: str, value: Any, lo: float, hi: float, kind: type | tuple[type, ...] = int) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, kind) and lo <= value <= hi
-    if not ok:
-        raise ConfigError(f"{name} must be in {lo}..{hi}, got {value!r}")
 
 
 #: Peak learning rate per preset (measured on the Bach chorales for small: 5e-3 beat 3e-3 at equal steps;
@@ -136,39 +130,39 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        _check("batch_size", self.batch_size, 1, 65536)
-        _check("window", self.window, 1, 1 << 20)
+        check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("window", self.window, 1, 1 << 20)
         for name in ("lr", "min_lr"):
             if getattr(self, name) is not None:
-                _check(name, getattr(self, name), 0.0, 10.0, (int, float))
+                check_range(name, getattr(self, name), 0.0, 10.0, (int, float))
         if self.final_lr > self.peak_lr:
             raise ConfigError(f"min_lr must be in 0..lr ({self.peak_lr}), got {self.min_lr!r}")
-        _check("warmup_steps", self.warmup_steps, 0, 1 << 40)
+        check_range("warmup_steps", self.warmup_steps, 0, 1 << 40)
         if self.lr_decay_steps is not None:
-            _check("lr_decay_steps", self.lr_decay_steps, 1, 1 << 40)
-        _check("weight_decay", self.weight_decay, 0.0, 10.0, (int, float))
-        _check("beta1", self.beta1, 0.0, 0.999999, (int, float))
-        _check("beta2", self.beta2, 0.0, 0.999999, (int, float))
-        _check("grad_clip", self.grad_clip, 0.0, 1e6, (int, float))
-        _check("grad_accum", self.grad_accum, 1, 4096)
-        _check("max_steps", self.max_steps, 1, 1 << 40)
+            check_range("lr_decay_steps", self.lr_decay_steps, 1, 1 << 40)
+        check_range("weight_decay", self.weight_decay, 0.0, 10.0, (int, float))
+        check_range("beta1", self.beta1, 0.0, 0.999999, (int, float))
+        check_range("beta2", self.beta2, 0.0, 0.999999, (int, float))
+        check_range("grad_clip", self.grad_clip, 0.0, 1e6, (int, float))
+        check_range("grad_accum", self.grad_accum, 1, 4096)
+        check_range("max_steps", self.max_steps, 1, 1 << 40)
         if self.max_minutes is not None:
-            _check("max_minutes", self.max_minutes, 0.0, 1e7, (int, float))
-        _check("eval_every", self.eval_every, 1, 1 << 40)
-        _check("eval_batches", self.eval_batches, 0, 1 << 40)
-        _check("patience", self.patience, 0, 1 << 20)
-        _check("music_samples", self.music_samples, 0, 256)
-        _check("max_bad_steps", self.max_bad_steps, 1, 1 << 20)
-        _check("seed", self.seed, 0, 2**63 - 1)
+            check_range("max_minutes", self.max_minutes, 0.0, 1e7, (int, float))
+        check_range("eval_every", self.eval_every, 1, 1 << 40)
+        check_range("eval_batches", self.eval_batches, 0, 1 << 40)
+        check_range("patience", self.patience, 0, 1 << 20)
+        check_range("music_samples", self.music_samples, 0, 256)
+        check_range("max_bad_steps", self.max_bad_steps, 1, 1 << 20)
+        check_range("seed", self.seed, 0, 2**63 - 1)
         if self.device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp must be true or false, got {self.amp!r}")
-        _check("num_threads", self.num_threads, 0, 1024)
-        _check("transpose", self.transpose, 0, 127)
-        _check("velocity_jitter", self.velocity_jitter, 0, 127)
-        _check("time_stretch", self.time_stretch, 0.0, 0.5, (int, float))
-        _check("time_stretch_steps", self.time_stretch_steps, 1, 101)
+        check_range("num_threads", self.num_threads, 0, 1024)
+        check_range("transpose", self.transpose, 0, 127)
+        check_range("velocity_jitter", self.velocity_jitter, 0, 127)
+        check_range("time_stretch", self.time_stretch, 0.0, 0.5, (int, float))
+        check_range("time_stretch_steps", self.time_stretch_steps, 1, 101)
         self.model_config(vocab_size=16)  # validates the architecture overrides early
 
     @property
@@ -275,10 +269,6 @@ class TokenStore:
 
     def __len__(self) -> int:
         return len(self.lengths)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.lengths.sum())
 
 
 def _drum_mask(tokenizer: Any, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:

@@ -26,13 +26,13 @@ def small(**kw: object) -> ModelConfig:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("hidden_size", 0, "hidden_size must be in 1..65536, got 0"),
-        ("embed_dim", -3, "embed_dim must be in 1..65536, got -3"),
-        ("num_layers", 0, "num_layers must be in 1..64, got 0"),
-        ("vocab_size", 2, "vocab_size must be in 4..1048576, got 2"),
-        ("dropout", 1.5, "dropout must be in 0.0..0.95, got 1.5"),
-        ("hidden_size", 3.5, "hidden_size must be in 1..65536, got 3.5"),
-        ("num_layers", True, "num_layers must be in 1..64, got True"),
+        ("hidden_size", 0, "hidden_size must be an integer in 1..65536, got 0"),
+        ("embed_dim", -3, "embed_dim must be an integer in 1..65536, got -3"),
+        ("num_layers", 0, "num_layers must be an integer in 1..64, got 0"),
+        ("vocab_size", 2, "vocab_size must be an integer in 4..1048576, got 2"),
+        ("dropout", 1.5, "dropout must be a number in 0.0..0.95, got 1.5"),
+        ("hidden_size", 3.5, "hidden_size must be an integer in 1..65536, got 3.5"),
+        ("num_layers", True, "num_layers must be an integer in 1..64, got True"),
     ],
 )
 def test_config_errors_name_value_and_range(field: str, value: object, message: str) -> None:

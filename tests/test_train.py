@@ -49,7 +49,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_config_validation_and_round_trip() -> None:
     cfg = TrainConfig(batch_size=8, window=64, max_minutes=1.5)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ConfigError, match=r"^batch_size must be in 1\.\.65536, got 0$"):
+    with pytest.raises(ConfigError, match=r"^batch_size must be an integer in 1\.\.65536, got 0$"):
         TrainConfig(batch_size=0)
     with pytest.raises(ConfigError, match="min_lr must be in 0..lr"):
         TrainConfig(lr=1e-3, min_lr=1e-2)

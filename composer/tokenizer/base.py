@@ -38,10 +38,6 @@ class EncodeStats:
         """The non-zero counts of notes or events not kept exactly."""
         return {f.name: getattr(self, f.name) for f in fields(self)[2:] if getattr(self, f.name)}
 
-    def add(self, other: EncodeStats) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
 
 @dataclass
 class NoteArrays:

@@ -8,18 +8,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from composer.configs import known_fields
+from composer.configs import check_range, known_fields
 from composer.errors import ConfigError
 
 ENCODINGS = ("beat", "performance")
 FORMAT_VERSION = 1
-
-
-def _check_range(name: str, value: object, lo: float, hi: float, integer: bool = True) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
-        what = "an integer" if integer else "a number"
-        raise ConfigError(f"{name} must be {what} in {lo}..{hi}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -48,17 +41,17 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
-        _check_range("pitch_min", self.pitch_min, 0, 127)
-        _check_range("pitch_max", self.pitch_max, self.pitch_min, 127)
-        _check_range("velocity_bins", self.velocity_bins, 1, 127)
-        _check_range("beat_resolution", self.beat_resolution, 1, 96)
-        _check_range("max_bar_quarters", self.max_bar_quarters, 1, 64)
-        _check_range("max_duration_quarters", self.max_duration_quarters, 1, 64)
-        _check_range("tempo_steps_per_octave", self.tempo_steps_per_octave, 1, 96)
-        _check_range("tempo_min", self.tempo_min, 1.0, 1000.0, integer=False)
-        _check_range("tempo_max", self.tempo_max, self.tempo_min, 1000.0, integer=False)
-        _check_range("time_shift_ms", self.time_shift_ms, 1, 1000)
-        _check_range("max_shift_ms", self.max_shift_ms, self.time_shift_ms, 10_000)
+        check_range("pitch_min", self.pitch_min, 0, 127)
+        check_range("pitch_max", self.pitch_max, self.pitch_min, 127)
+        check_range("velocity_bins", self.velocity_bins, 1, 127)
+        check_range("beat_resolution", self.beat_resolution, 1, 96)
+        check_range("max_bar_quarters", self.max_bar_quarters, 1, 64)
+        check_range("max_duration_quarters", self.max_duration_quarters, 1, 64)
+        check_range("tempo_steps_per_octave", self.tempo_steps_per_octave, 1, 96)
+        check_range("tempo_min", self.tempo_min, 1.0, 1000.0, (int, float))
+        check_range("tempo_max", self.tempo_max, self.tempo_min, 1000.0, (int, float))
+        check_range("time_shift_ms", self.time_shift_ms, 1, 1000)
+        check_range("max_shift_ms", self.max_shift_ms, self.time_shift_ms, 10_000)
         if self.max_shift_ms % self.time_shift_ms:
             raise ConfigError(
                 f"max_shift_ms must be a multiple of time_shift_ms ({self.time_shift_ms}), "
@@ -77,7 +70,10 @@ class TokenizerConfig:
         return cls(**known_fields(cls, data, "tokenizer"))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically."""
+        from composer.fsutil import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TokenizerConfig:

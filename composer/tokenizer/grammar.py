@@ -152,7 +152,6 @@ class BeatGrammar(Grammar):
         self.res = tokenizer.config.beat_resolution
         self.bar_steps = tokenizer.bar_steps  # type: ignore[attr-defined]
         self.tempo_values = tokenizer.tempo_values  # type: ignore[attr-defined]
-        self.m_bar = self._mask("BAR")
         self.m_ts = self._mask("TIME_SIGNATURE")
         self.m_tempo = self._mask("TEMPO")
         self.m_dur = self._mask("DURATION")

@@ -76,9 +76,6 @@ class Vocabulary:
     def __contains__(self, kind: str) -> bool:
         return kind in self._range
 
-    def kind_index(self, kind: str) -> int:
-        return [r.kind for r in self.ranges].index(kind)
-
     def range(self, kind: str) -> TokenRange:
         return self._range[kind]
 
