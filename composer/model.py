@@ -145,13 +145,32 @@ class LSTMModel(nn.Module):
             # Autocast may hand back a half-precision state; the LSTM wants it in the input's dtype.
             state = (state[0].to(x.dtype), state[1].to(x.dtype))
         out, (h, c) = self.lstm(x, state)  # out: (B, T, H); h, c: (L, B, H)
-        out = self.drop(out)
+        return self._project(self.drop(out)), (h, c)
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One time step for inference: ``tokens`` (batch,) -> logits (batch, vocab) and the new state.
+
+        The same arithmetic as ``forward`` on one token (dropout is off in eval mode), run as one
+        ``torch.lstm_cell`` per layer on the LSTM's own weights: on the CPU a one-step ``nn.LSTM`` call
+        costs milliseconds of set-up (oneDNN), far more than the step itself.
+        """
+        h, c = state  # (L, B, H) each
+        x = self.embed(tokens)  # (B,) -> (B, E)
+        hs, cs = [], []
+        for k in range(self.config.num_layers):
+            weights = [
+                getattr(self.lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            x, ck = torch.lstm_cell(x, (h[k], c[k]), *weights)  # (B, H) each
+            hs.append(x)
+            cs.append(ck)
+        return self._project(x), (torch.stack(hs), torch.stack(cs))  # (B, V); (L, B, H) each
+
+    def _project(self, out: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., H) -> logits (..., V)."""
         if self.head is None:  # tied: the embedding matrix (V, E == H) doubles as the output projection
-            weight, bias = self.embed.weight, self.head_bias
-        else:
-            weight, bias = self.head.weight, self.head.bias
-        logits = F.linear(out, weight, bias)  # (B, T, H) @ (V, H)^T + (V,) -> (B, T, V)
-        return logits, (h, c)
+            return F.linear(out, self.embed.weight, self.head_bias)
+        return self.head(out)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -199,56 +199,26 @@ def _close_cost(tok: Tokenizer) -> np.ndarray:
 class Stepper:
     """Feed one token per row, get the next-token logits; the LSTM state is carried between calls.
 
-    For the project's ``LSTMModel`` the step runs the layers as ``torch.lstm_cell`` calls on the
-    model's own weights: the same arithmetic as ``nn.LSTM`` for one time step, without its per-call
-    set-up (on the CPU, oneDNN's RNN path costs milliseconds per call, far more than the step itself).
-    Any other model is called as ``model(tokens (B, 1), state) -> (logits (B, 1, V), state)``.
+    Uses ``model.step`` (one ``torch.lstm_cell`` per layer, see ``LSTMModel.step``) where the model has
+    it; any other model is called as ``model(tokens (B, 1), state) -> (logits (B, 1, V), state)``.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.fast = False
-        lstm = getattr(model, "lstm", None)
-        if (
-            isinstance(model, LSTMModel)
-            and isinstance(lstm, torch.nn.LSTM)
-            and lstm.bias
-            and not lstm.bidirectional
-            and getattr(lstm, "proj_size", 0) == 0
-        ):
-            self.fast = True
-            self.embed = model.embed.weight
-            self.layers = [
-                tuple(getattr(lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                for k in range(lstm.num_layers)
-            ]
-            if model.head is None:
-                self.head_w, self.head_b = model.embed.weight, model.head_bias
-            else:
-                self.head_w, self.head_b = model.head.weight, model.head.bias
-            self.head_wt = self.head_w.t()
+        self.fast = isinstance(model, LSTMModel)
 
     def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, Any]:
         """Run ``tokens`` (T,) once; return the last logits and the state, both repeated ``batch`` times."""
         logits, (h, c) = self.model(tokens.unsqueeze(0), None)
         last = logits[0, -1].float().unsqueeze(0).expand(batch, -1)
-        h = h.expand(-1, batch, -1).contiguous()
-        c = c.expand(-1, batch, -1).contiguous()
-        if self.fast:
-            return last, (list(h.unbind(0)), list(c.unbind(0)))
-        return last, (h, c)
+        return last, (h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous())
 
     def __call__(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """``tokens`` (B,) long -> logits (B, V) and the new state."""
-        if not self.fast:
-            logits, state = self.model(tokens.unsqueeze(1), state)
-            return logits[:, -1], state
-        hs, cs = state
-        x = torch.nn.functional.embedding(tokens, self.embed)
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            hs[k], cs[k] = torch.lstm_cell(x, (hs[k], cs[k]), w_ih, w_hh, b_ih, b_hh)
-            x = hs[k]
-        return torch.addmm(self.head_b, x, self.head_wt), state
+        if self.fast:
+            return self.model.step(tokens, state)  # type: ignore[operator]
+        logits, state = self.model(tokens.unsqueeze(1), state)
+        return logits[:, -1], state
 
 
 def sample_ids(
