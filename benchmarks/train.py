@@ -26,9 +26,10 @@ import torch.nn.functional as F
 
 from composer.corpus import build_corpus
 from composer.device import amp_dtype, autocast, make_grad_scaler, resolve_device, set_threads, synchronize
+from composer.metrics import read_metrics
 from composer.midi import Instrument, Note, Score, TempoChange, write_midi
 from composer.model import LSTMModel
-from composer.train import TrainConfig, make_optimizer, read_metrics, train
+from composer.train import TrainConfig, make_optimizer, train
 
 
 def make_corpus(tmp: Path, pieces: int = 40, bars: int = 32) -> Path:

@@ -2,31 +2,25 @@
 
 How the data flows
 ------------------
-The training pieces are copied once into ONE token tensor on the device. ``batch_size`` rows each stream
-through a piece, ``window`` tokens at a time (truncated backpropagation through time): the LSTM state a
-row ends one window with is carried (detached) into its next window, so the model learns dependencies
-far longer than a window. When a row's piece ends it takes the next piece of a shuffled order and its
-state is zeroed. A window never spans two pieces: the tail of a piece is padded and PAD targets are
-ignored by the loss. Batches are gathered by index arithmetic (row start + arange), no DataLoader.
-
-Each row draws an augmentation when it starts a piece (transposition kept inside the piece's pitch range,
-never applied to drums; velocity jitter; time stretch for the performance encoding), applied on the device
-through precomputed lookup tables.
+``batch_size`` rows each stream through a piece, ``window`` tokens at a time (truncated backpropagation
+through time): the LSTM state a row ends one window with is carried (detached) into its next window and
+zeroed when the row starts a new piece. The pieces live in one token tensor on the device, each row draws
+an augmentation per piece, and batches are gathered by index arithmetic; ``composer.batching`` has all of
+that. This module is the loop: learning-rate schedule, optimizer step, validation, checkpoints, metrics.
 
 Everything that decides the next step (weights, optimizer moments, every row's piece, cursor, carried
 state and augmentation, the shuffled order, RNG states) is saved in the checkpoint, so ``resume=True``
 continues exactly where a run stopped, even after SIGKILL: on the CPU the resumed loss curve equals the
 uninterrupted one.
 
-Under ``torchrun`` (RANK/WORLD_SIZE set) the same ``train()`` runs DistributedDataParallel: every process
-streams its own share of the pieces, validation losses are summed over processes, and process 0 alone
-writes checkpoints, metrics and plots.
+Under ``torchrun`` (RANK/WORLD_SIZE set) the same ``train()`` runs DistributedDataParallel
+(``composer.distributed``): every process streams its own share of the pieces, validation losses are summed
+over processes, and process 0 alone writes checkpoints, metrics (``composer.metrics``) and plots.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import math
 import os
@@ -45,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from composer import __version__
+from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
 from composer.checkpoint import (
     BEST,
     LAST,
@@ -69,8 +64,10 @@ from composer.device import (
     resolve_device,
     set_threads,
 )
+from composer.distributed import DistInfo, all_reduce_sum, setup_distributed
 from composer.errors import CheckpointError, ComposerError, ConfigError, CorpusError
 from composer.fsutil import folder_lock
+from composer.metrics import MetricsLog, plot_metrics
 from composer.model import PRESETS, LSTMModel, ModelConfig, State, detach_state, reset_rows
 
 # ------------------------------------------------------------------------------------------- config
@@ -226,300 +223,6 @@ def get_lr(step: int, config: TrainConfig) -> float:
     return final + coeff * (peak - final)
 
 
-# ------------------------------------------------------------------------------------------- data
-
-
-class TokenStore:
-    """One split's pieces packed into one token tensor on the device, plus the per-piece table.
-
-    ``offsets``/``lengths`` index the packed tensor (not the corpus file). ``drums`` marks tokens that
-    belong to drum notes (never transposed); it is built only when asked for.
-    """
-
-    def __init__(
-        self,
-        corpus_tokens: np.ndarray,
-        pieces: list[Any],
-        device: torch.device,
-        tokenizer: Any = None,
-        drums: bool = False,
-        keep_host: bool = False,
-    ) -> None:
-        lengths = np.array([p.length for p in pieces], dtype=np.int64)
-        offsets = np.zeros(len(pieces), dtype=np.int64)
-        if len(pieces):
-            offsets[1:] = np.cumsum(lengths)[:-1]
-        packed = np.empty(int(lengths.sum()), dtype=np.int32)
-        for p, off in zip(pieces, offsets.tolist(), strict=True):
-            packed[off : off + p.length] = corpus_tokens[p.offset : p.offset + p.length]
-        self.offsets = offsets
-        self.lengths = lengths
-        self.notes = np.array([p.notes for p in pieces], dtype=np.int64)
-        self.pitch_min = np.array(
-            [-1 if p.pitch_min is None else p.pitch_min for p in pieces], dtype=np.int64
-        )
-        self.pitch_max = np.array(
-            [-1 if p.pitch_max is None else p.pitch_max for p in pieces], dtype=np.int64
-        )
-        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int32, all pieces back to back
-        self.drums: torch.Tensor | None = None
-        if drums and tokenizer is not None:
-            self.drums = torch.from_numpy(_drum_mask(tokenizer, packed, offsets)).to(device)
-        self.host: np.ndarray | None = packed if keep_host else None
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-
-def _drum_mask(tokenizer: Any, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
-    """``tokenizer.drum_context`` over all pieces, in chunks cut at piece starts (its state resets at BOS)."""
-    mask = np.zeros(len(packed), dtype=np.bool_)
-    starts = offsets.tolist() + [len(packed)]
-    i = 0
-    while i < len(starts) - 1:
-        j = i + 1
-        while j < len(starts) - 1 and starts[j + 1] - starts[i] <= chunk:
-            j += 1
-        a, b = starts[i], starts[j]
-        mask[a:b] = np.asarray(tokenizer.drum_context(packed[a:b]), dtype=np.bool_)
-        i = j
-    return mask
-
-
-@dataclass
-class WindowPlan:
-    """Host-side description of one window for every row (all arrays have shape (batch,))."""
-
-    piece: np.ndarray  # piece index per row, -1 for a row with nothing left (validation only)
-    cursor: np.ndarray  # position in the piece of the row's first input token
-    n_valid: np.ndarray  # targets that are real tokens (the rest is PAD); 0 for an idle row
-    new: np.ndarray  # bool: the row starts a piece here, so its carried state is zeroed
-    aug: np.ndarray  # (batch, 2) int: pitch-table and other-table index of the row's augmentation
-
-
-class PieceStream:
-    """Assigns pieces to batch rows and walks each row through its piece one window at a time.
-
-    With ``loop`` the pieces are visited in a shuffled order, reshuffled every epoch, forever; without it
-    (validation) in index order once, after which rows go idle. ``sample_aug(piece)`` (optional) draws the
-    augmentation for a row starting ``piece``. All randomness comes from ``rng``, saved with the state.
-    """
-
-    def __init__(
-        self,
-        lengths: np.ndarray,
-        batch_size: int,
-        window: int,
-        rng: np.random.Generator | None = None,
-        loop: bool = True,
-        sample_aug: Callable[[int], tuple[int, int]] | None = None,
-    ) -> None:
-        if loop and len(lengths) == 0:
-            raise CorpusError("no training pieces to stream")
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.batch_size = batch_size
-        self.window = window
-        self.rng = rng
-        self.loop = loop
-        self.sample_aug = sample_aug
-        self.order = np.arange(len(self.lengths), dtype=np.int64)
-        if loop and rng is not None:
-            rng.shuffle(self.order)
-        self.ptr = 0
-        self.epoch = 0
-        self.piece = np.full(batch_size, -1, dtype=np.int64)
-        self.cursor = np.zeros(batch_size, dtype=np.int64)
-        self.aug = np.zeros((batch_size, 2), dtype=np.int64)
-
-    def _next_piece(self) -> int:
-        if self.ptr >= len(self.order):
-            if not self.loop:
-                return -1
-            if self.rng is not None:
-                self.rng.shuffle(self.order)
-            self.ptr = 0
-            self.epoch += 1
-        p = int(self.order[self.ptr])
-        self.ptr += 1
-        return p
-
-    def next(self) -> WindowPlan:
-        active = self.piece >= 0
-        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
-        new = remaining <= 0  # piece finished (or never started): take the next one
-        for r in np.flatnonzero(new).tolist():  # O(rows starting a piece) bookkeeping
-            p = self._next_piece()
-            self.piece[r] = p
-            self.cursor[r] = 0
-            if p >= 0 and self.sample_aug is not None:
-                self.aug[r] = self.sample_aug(p)
-            else:
-                self.aug[r] = 0
-        active = self.piece >= 0
-        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
-        plan = WindowPlan(
-            piece=self.piece.copy(),
-            cursor=self.cursor.copy(),
-            n_valid=np.minimum(remaining, self.window),
-            new=new & active,
-            aug=self.aug.copy(),
-        )
-        self.cursor += self.window
-        return plan
-
-    @property
-    def exhausted(self) -> bool:
-        return not self.loop and self.ptr >= len(self.order) and bool((self.piece < 0).all())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "order": self.order.copy(),
-            "ptr": self.ptr,
-            "epoch": self.epoch,
-            "piece": self.piece.copy(),
-            "cursor": self.cursor.copy(),
-            "aug": self.aug.copy(),
-            "rng": None if self.rng is None else self.rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        order = np.asarray(state["order"], dtype=np.int64)
-        piece = np.asarray(state["piece"], dtype=np.int64)
-        if sorted(order.tolist()) != list(range(len(self.lengths))) or piece.shape != (self.batch_size,):
-            raise CheckpointError("saved data position does not fit this corpus split and batch size")
-        self.order = order.copy()
-        self.ptr = int(state["ptr"])
-        self.epoch = int(state["epoch"])
-        self.piece = piece.copy()
-        self.cursor = np.asarray(state["cursor"], dtype=np.int64).copy()
-        self.aug = np.asarray(state["aug"], dtype=np.int64).reshape(self.batch_size, 2).copy()
-        if self.rng is not None and state.get("rng") is not None:
-            self.rng.bit_generator.state = state["rng"]
-
-
-class Augmenter:
-    """Lookup tables for on-the-fly augmentation, built once, and the per-piece draw.
-
-    ``pitch`` is (2 * transpose + 1, vocab): row ``k`` transposes by ``k - transpose`` semitones.
-    ``other`` is (velocity options x stretch options, vocab): velocity jitter then time stretch.
-    """
-
-    def __init__(self, tokenizer: Any, config: TrainConfig, store: TokenStore, device: torch.device) -> None:
-        self.store = store
-        self.t = config.transpose
-        vocab = tokenizer.vocab.size
-        identity = np.arange(vocab, dtype=np.int64)
-        self.pitch: torch.Tensor | None = None
-        if self.t > 0:
-            table = np.stack([tokenizer.transpose_lut(s) for s in range(-self.t, self.t + 1)])
-            self.pitch = torch.from_numpy(table.astype(np.int64)).to(device)
-        vel = [tokenizer.velocity_lut(d) for d in range(-config.velocity_jitter, config.velocity_jitter + 1)]
-        factors = [1.0]
-        if getattr(tokenizer.config, "encoding", "beat") == "performance" and config.time_stretch > 0:
-            factors = np.linspace(
-                1 - config.time_stretch, 1 + config.time_stretch, config.time_stretch_steps
-            ).tolist()
-        stretch = [np.asarray(tokenizer.time_stretch_lut(float(f)), dtype=np.int64) for f in factors]
-        other = np.stack([s[np.asarray(v, dtype=np.int64)] for v in vel for s in stretch])  # stretch(vel(id))
-        self.n_other = len(other)
-        self.other: torch.Tensor | None = None
-        if not all((row == identity).all() for row in other):
-            self.other = torch.from_numpy(other).to(device)
-
-    def sample(self, rng: np.random.Generator, piece: int) -> tuple[int, int]:
-        t_idx = 0
-        if self.pitch is not None:
-            lo, hi = -self.t, self.t
-            pmin, pmax = int(self.store.pitch_min[piece]), int(self.store.pitch_max[piece])
-            if pmin >= 0:
-                lo, hi = max(lo, -pmin), min(hi, 127 - pmax)
-            shift = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
-            t_idx = shift + self.t
-        o_idx = int(rng.integers(0, self.n_other)) if self.n_other > 1 else 0
-        return t_idx, o_idx
-
-
-class Batcher:
-    """Turns a ``WindowPlan`` into device tensors by index arithmetic on the packed token tensor."""
-
-    def __init__(self, store: TokenStore, window: int, pad_id: int, augmenter: Augmenter | None) -> None:
-        self.store = store
-        self.window = window
-        self.pad_id = pad_id
-        self.aug = augmenter
-        self.device = store.tokens.device
-        self.positions = torch.arange(window + 1, device=self.device)  # (T+1,)
-        self.offsets = store.offsets
-
-    def gather(self, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> inputs (B, T), targets (B, T) (PAD where not real), keep (B,) bool (False: zero the state)."""
-        piece = np.maximum(plan.piece, 0)
-        start = np.where(plan.piece >= 0, self.offsets[piece] + plan.cursor, 0)
-        n_tok = np.where(plan.n_valid > 0, plan.n_valid + 1, 0)  # inputs + the final target
-        host = np.stack([start, n_tok, plan.new.astype(np.int64), plan.aug[:, 0], plan.aug[:, 1]], axis=1)
-        meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 5), one transfer
-        start_t, n_tok_t, new_t, t_idx, o_idx = meta.unbind(1)
-        idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
-        valid = self.positions[None, :] < n_tok_t[:, None]  # (B, T+1)
-        idx = torch.where(valid, idx, 0)
-        x = self.store.tokens[idx].long()  # (B, T+1)
-        if self.aug is not None:
-            if self.aug.pitch is not None:
-                shifted = self.aug.pitch[t_idx[:, None], x]  # (B, 1) row, (B, T+1) id -> (B, T+1)
-                if self.store.drums is not None:
-                    shifted = torch.where(self.store.drums[idx], x, shifted)
-                x = shifted
-            if self.aug.other is not None:
-                x = self.aug.other[o_idx[:, None], x]  # (B, T+1)
-        x = x.masked_fill(~valid, self.pad_id)
-        return x[:, :-1], x[:, 1:], new_t == 0  # (B, T), (B, T), (B,)
-
-
-# ------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_name: str) -> DistInfo:
-    """Join the process group when launched by torchrun (RANK/WORLD_SIZE in the environment)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return DistInfo(rank, world, local, False)
-    use_cuda = device_name.split(":", 1)[0] in ("auto", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local, True)
-
-
-def _all_reduce_sum(t: torch.Tensor, dist_info: DistInfo) -> torch.Tensor:
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 # ------------------------------------------------------------------------------------------- evaluation
 
 
@@ -587,7 +290,7 @@ def evaluate(
         if host is not None:
             notes += int(tokenizer.note_count(host[off + 1 : off + 1 + int(evaluated[i])]))
     totals = torch.tensor([nll.item(), float(tokens), float(notes)], dtype=acc, device=device)
-    totals = _all_reduce_sum(totals, dist_info)
+    totals = all_reduce_sum(totals, dist_info)
     if was_training:
         model.train()
     total_nll, total_tokens, total_notes = totals.tolist()
@@ -599,128 +302,6 @@ def evaluate(
         tokens=int(total_tokens),
         notes=int(total_notes),
     )
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-METRIC_FIELDS = (
-    "step",
-    "elapsed_s",
-    "lr",
-    "train_loss",
-    "grad_norm",
-    "tokens_per_s",
-    "val_loss",
-    "val_nats_per_note",
-    "music_mean_oa",
-    "music_mean_kl",
-    "music_repeated_bars",
-    "music_degenerate_rate",
-    "skipped",
-)
-
-
-class MetricsLog:
-    """``metrics.csv``: one row per optimizer step, validation columns filled at evaluations."""
-
-    def __init__(self, path: Path, enabled: bool, keep_through_step: int | None) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._fh: Any = None
-        if not enabled:
-            return
-        rows = read_metrics(path) if keep_through_step is not None and path.exists() else []
-        rows = [r for r in rows if keep_through_step is not None and int(r["step"]) <= keep_through_step]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in METRIC_FIELDS})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        self._fh = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
-        self._writer = csv.DictWriter(self._fh, fieldnames=METRIC_FIELDS)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self._fh is None:
-            return
-        self._writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The rows of a ``metrics.csv`` (a torn last line from a killed run is dropped)."""
-    rows: list[dict[str, str]] = []
-    try:
-        with open(path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                try:
-                    int(r.get("step") or "")
-                except ValueError:
-                    continue
-                if None in r or any(v is None for v in r.values()):
-                    continue
-                rows.append(r)
-    except FileNotFoundError:
-        return []
-    return rows
-
-
-def plot_metrics(metrics_path: Path, out_path: Path, title: str = "") -> None:
-    """Draw train/val loss (nats/token) and val nats/note to a PNG, atomically, without pyplot."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = read_metrics(metrics_path)
-    tr = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"] not in ("", "nan")]
-    va = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
-    vn = [(int(r["step"]), float(r["val_nats_per_note"])) for r in rows if r["val_nats_per_note"]]
-    fig = Figure(figsize=(9, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2, 1)
-    if tr:
-        s, v = zip(*tr, strict=True)
-        ax.plot(s, v, color="tab:blue", alpha=0.3, linewidth=0.8, label="train")
-        k = max(1, len(v) // 50)
-        if k > 1:
-            smooth = np.convolve(np.asarray(v), np.ones(k) / k, mode="valid")
-            ax.plot(s[k - 1 :], smooth, color="tab:blue", linewidth=1.5, label=f"train (mean of {k})")
-    if va:
-        s, v = zip(*va, strict=True)
-        ax.plot(s, v, "o-", color="tab:orange", markersize=3, label="val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax2 = fig.add_subplot(1, 2, 2)
-    if vn:
-        s, v = zip(*vn, strict=True)
-        ax2.plot(s, v, "o-", color="tab:green", markersize=3)
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("val loss (nats/note)")
-    ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_path)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -821,7 +402,7 @@ def train(
     ``run_args`` (e.g. the command line) is stored in the checkpoints; ``on_step(step, train_loss,
     model)`` is called after every step. Raises ``ComposerError`` subclasses for anything a user can fix.
     """
-    dist_info = _setup_distributed(config.device if config else "auto")
+    dist_info = setup_distributed(config.device if config else "auto")
     # one run per folder: a second run (or a corpus build) pointed here fails at once with a clear error
     lock = folder_lock(Path(out_dir), "training run") if dist_info.is_main else contextlib.nullcontext()
     try:
@@ -926,7 +507,7 @@ class StepStats:
 class _Run:
     """What one training invocation holds: data streams, model, optimizer, carried state, counters.
 
-    ``_train`` below is the loop; this class gives it its steps (``step``, ``evaluate``, ``save``).
+    ``_train`` below is the loop; this class gives it its steps (``train_step``, ``evaluate``, ``save``).
     """
 
     def __init__(
@@ -1101,7 +682,7 @@ class _Run:
             grad_norm = torch.zeros((), device=device)
         counts = torch.tensor([float(n_targets), float(stop_vote())], device=device)
         stats = torch.cat([nll_sum.float().reshape(1), counts])  # (3,): nll, targets, stop votes
-        stats = _all_reduce_sum(stats, self.dist)
+        stats = all_reduce_sum(stats, self.dist)
         total_nll, total_targets, stop_votes = stats.tolist()  # the one host sync per step
         gnorm = float(grad_norm)
         train_loss = total_nll / max(total_targets, 1.0)

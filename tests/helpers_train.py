@@ -83,6 +83,6 @@ def tiny_config(**overrides: Any) -> TrainConfig:
 
 
 def metrics_losses(path: Path) -> dict[int, float]:
-    from composer.train import read_metrics
+    from composer.metrics import read_metrics
 
     return {int(r["step"]): float(r["train_loss"]) for r in read_metrics(path) if r["train_loss"]}

@@ -16,22 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
 from composer.device import cuda_oom_as
 from composer.errors import CheckpointError, ComposerError, ConfigError
+from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
-from composer.train import (
-    Augmenter,
-    Batcher,
-    PieceStream,
-    TokenStore,
-    TrainConfig,
-    _oom_message,
-    get_lr,
-    read_metrics,
-    train,
-)
+from composer.train import TrainConfig, _oom_message, get_lr, train
 from tests.helpers_train import build_tiny_corpus, metrics_losses, tiny_config
 
 torch.set_num_threads(1)

@@ -1,0 +1,279 @@
+"""Batches for training and validation: truncated backpropagation through time over whole pieces.
+
+How the data flows
+------------------
+A split's pieces are copied once into ONE token tensor on the device (``TokenStore``). ``batch_size`` rows
+each stream through a piece, ``window`` tokens at a time (``PieceStream``): the LSTM state a row ends one
+window with is carried (detached) by the training loop into its next window, so the model learns
+dependencies far longer than a window. When a row's piece ends it takes the next piece of a shuffled
+order and its state is zeroed (``WindowPlan.new``). A window never spans two pieces: the tail of a piece
+is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row start +
+arange), no DataLoader (``Batcher``).
+
+Each row draws an augmentation when it starts a piece (``Augmenter``: transposition kept inside the piece's
+pitch range, never applied to drums; velocity jitter; time stretch for the performance encoding), applied
+on the device through precomputed lookup tables.
+
+A ``PieceStream``'s whole position (order, every row's piece, cursor and augmentation, its RNG) is in its
+``state_dict``, which the checkpoint saves so that a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from composer.errors import CheckpointError, CorpusError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.train import TrainConfig
+
+
+class TokenStore:
+    """One split's pieces packed into one token tensor on the device, plus the per-piece table.
+
+    ``offsets``/``lengths`` index the packed tensor (not the corpus file). ``drums`` marks tokens that
+    belong to drum notes (never transposed); it is built only when asked for.
+    """
+
+    def __init__(
+        self,
+        corpus_tokens: np.ndarray,
+        pieces: list[Any],
+        device: torch.device,
+        tokenizer: Any = None,
+        drums: bool = False,
+        keep_host: bool = False,
+    ) -> None:
+        lengths = np.array([p.length for p in pieces], dtype=np.int64)
+        offsets = np.zeros(len(pieces), dtype=np.int64)
+        if len(pieces):
+            offsets[1:] = np.cumsum(lengths)[:-1]
+        packed = np.empty(int(lengths.sum()), dtype=np.int32)
+        for p, off in zip(pieces, offsets.tolist(), strict=True):
+            packed[off : off + p.length] = corpus_tokens[p.offset : p.offset + p.length]
+        self.offsets = offsets
+        self.lengths = lengths
+        self.notes = np.array([p.notes for p in pieces], dtype=np.int64)
+        self.pitch_min = np.array(
+            [-1 if p.pitch_min is None else p.pitch_min for p in pieces], dtype=np.int64
+        )
+        self.pitch_max = np.array(
+            [-1 if p.pitch_max is None else p.pitch_max for p in pieces], dtype=np.int64
+        )
+        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int32, all pieces back to back
+        self.drums: torch.Tensor | None = None
+        if drums and tokenizer is not None:
+            self.drums = torch.from_numpy(_drum_mask(tokenizer, packed, offsets)).to(device)
+        self.host: np.ndarray | None = packed if keep_host else None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def _drum_mask(tokenizer: Any, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """``tokenizer.drum_context`` over all pieces, in chunks cut at piece starts (its state resets at BOS)."""
+    mask = np.zeros(len(packed), dtype=np.bool_)
+    starts = offsets.tolist() + [len(packed)]
+    i = 0
+    while i < len(starts) - 1:
+        j = i + 1
+        while j < len(starts) - 1 and starts[j + 1] - starts[i] <= chunk:
+            j += 1
+        a, b = starts[i], starts[j]
+        mask[a:b] = np.asarray(tokenizer.drum_context(packed[a:b]), dtype=np.bool_)
+        i = j
+    return mask
+
+
+@dataclass
+class WindowPlan:
+    """Host-side description of one window for every row (all arrays have shape (batch,))."""
+
+    piece: np.ndarray  # piece index per row, -1 for a row with nothing left (validation only)
+    cursor: np.ndarray  # position in the piece of the row's first input token
+    n_valid: np.ndarray  # targets that are real tokens (the rest is PAD); 0 for an idle row
+    new: np.ndarray  # bool: the row starts a piece here, so its carried state is zeroed
+    aug: np.ndarray  # (batch, 2) int: pitch-table and other-table index of the row's augmentation
+
+
+class PieceStream:
+    """Assigns pieces to batch rows and walks each row through its piece one window at a time.
+
+    With ``loop`` the pieces are visited in a shuffled order, reshuffled every epoch, forever; without it
+    (validation) in index order once, after which rows go idle. ``sample_aug(piece)`` (optional) draws the
+    augmentation for a row starting ``piece``. All randomness comes from ``rng``, saved with the state.
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        window: int,
+        rng: np.random.Generator | None = None,
+        loop: bool = True,
+        sample_aug: Callable[[int], tuple[int, int]] | None = None,
+    ) -> None:
+        if loop and len(lengths) == 0:
+            raise CorpusError("no training pieces to stream")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.window = window
+        self.rng = rng
+        self.loop = loop
+        self.sample_aug = sample_aug
+        self.order = np.arange(len(self.lengths), dtype=np.int64)
+        if loop and rng is not None:
+            rng.shuffle(self.order)
+        self.ptr = 0
+        self.epoch = 0
+        self.piece = np.full(batch_size, -1, dtype=np.int64)
+        self.cursor = np.zeros(batch_size, dtype=np.int64)
+        self.aug = np.zeros((batch_size, 2), dtype=np.int64)
+
+    def _next_piece(self) -> int:
+        if self.ptr >= len(self.order):
+            if not self.loop:
+                return -1
+            if self.rng is not None:
+                self.rng.shuffle(self.order)
+            self.ptr = 0
+            self.epoch += 1
+        p = int(self.order[self.ptr])
+        self.ptr += 1
+        return p
+
+    def next(self) -> WindowPlan:
+        active = self.piece >= 0
+        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
+        new = remaining <= 0  # piece finished (or never started): take the next one
+        for r in np.flatnonzero(new).tolist():  # O(rows starting a piece) bookkeeping
+            p = self._next_piece()
+            self.piece[r] = p
+            self.cursor[r] = 0
+            if p >= 0 and self.sample_aug is not None:
+                self.aug[r] = self.sample_aug(p)
+            else:
+                self.aug[r] = 0
+        active = self.piece >= 0
+        remaining = np.where(active, self.lengths[np.maximum(self.piece, 0)] - 1 - self.cursor, 0)
+        plan = WindowPlan(
+            piece=self.piece.copy(),
+            cursor=self.cursor.copy(),
+            n_valid=np.minimum(remaining, self.window),
+            new=new & active,
+            aug=self.aug.copy(),
+        )
+        self.cursor += self.window
+        return plan
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.loop and self.ptr >= len(self.order) and bool((self.piece < 0).all())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "order": self.order.copy(),
+            "ptr": self.ptr,
+            "epoch": self.epoch,
+            "piece": self.piece.copy(),
+            "cursor": self.cursor.copy(),
+            "aug": self.aug.copy(),
+            "rng": None if self.rng is None else self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        order = np.asarray(state["order"], dtype=np.int64)
+        piece = np.asarray(state["piece"], dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self.lengths))) or piece.shape != (self.batch_size,):
+            raise CheckpointError("saved data position does not fit this corpus split and batch size")
+        self.order = order.copy()
+        self.ptr = int(state["ptr"])
+        self.epoch = int(state["epoch"])
+        self.piece = piece.copy()
+        self.cursor = np.asarray(state["cursor"], dtype=np.int64).copy()
+        self.aug = np.asarray(state["aug"], dtype=np.int64).reshape(self.batch_size, 2).copy()
+        if self.rng is not None and state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+
+
+class Augmenter:
+    """Lookup tables for on-the-fly augmentation, built once, and the per-piece draw.
+
+    ``pitch`` is (2 * transpose + 1, vocab): row ``k`` transposes by ``k - transpose`` semitones.
+    ``other`` is (velocity options x stretch options, vocab): velocity jitter then time stretch.
+    """
+
+    def __init__(self, tokenizer: Any, config: TrainConfig, store: TokenStore, device: torch.device) -> None:
+        self.store = store
+        self.t = config.transpose
+        vocab = tokenizer.vocab.size
+        identity = np.arange(vocab, dtype=np.int64)
+        self.pitch: torch.Tensor | None = None
+        if self.t > 0:
+            table = np.stack([tokenizer.transpose_lut(s) for s in range(-self.t, self.t + 1)])
+            self.pitch = torch.from_numpy(table.astype(np.int64)).to(device)
+        vel = [tokenizer.velocity_lut(d) for d in range(-config.velocity_jitter, config.velocity_jitter + 1)]
+        factors = [1.0]
+        if getattr(tokenizer.config, "encoding", "beat") == "performance" and config.time_stretch > 0:
+            factors = np.linspace(
+                1 - config.time_stretch, 1 + config.time_stretch, config.time_stretch_steps
+            ).tolist()
+        stretch = [np.asarray(tokenizer.time_stretch_lut(float(f)), dtype=np.int64) for f in factors]
+        other = np.stack([s[np.asarray(v, dtype=np.int64)] for v in vel for s in stretch])  # stretch(vel(id))
+        self.n_other = len(other)
+        self.other: torch.Tensor | None = None
+        if not all((row == identity).all() for row in other):
+            self.other = torch.from_numpy(other).to(device)
+
+    def sample(self, rng: np.random.Generator, piece: int) -> tuple[int, int]:
+        t_idx = 0
+        if self.pitch is not None:
+            lo, hi = -self.t, self.t
+            pmin, pmax = int(self.store.pitch_min[piece]), int(self.store.pitch_max[piece])
+            if pmin >= 0:
+                lo, hi = max(lo, -pmin), min(hi, 127 - pmax)
+            shift = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
+            t_idx = shift + self.t
+        o_idx = int(rng.integers(0, self.n_other)) if self.n_other > 1 else 0
+        return t_idx, o_idx
+
+
+class Batcher:
+    """Turns a ``WindowPlan`` into device tensors by index arithmetic on the packed token tensor."""
+
+    def __init__(self, store: TokenStore, window: int, pad_id: int, augmenter: Augmenter | None) -> None:
+        self.store = store
+        self.window = window
+        self.pad_id = pad_id
+        self.aug = augmenter
+        self.device = store.tokens.device
+        self.positions = torch.arange(window + 1, device=self.device)  # (T+1,)
+        self.offsets = store.offsets
+
+    def gather(self, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> inputs (B, T), targets (B, T) (PAD where not real), keep (B,) bool (False: zero the state)."""
+        piece = np.maximum(plan.piece, 0)
+        start = np.where(plan.piece >= 0, self.offsets[piece] + plan.cursor, 0)
+        n_tok = np.where(plan.n_valid > 0, plan.n_valid + 1, 0)  # inputs + the final target
+        host = np.stack([start, n_tok, plan.new.astype(np.int64), plan.aug[:, 0], plan.aug[:, 1]], axis=1)
+        meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 5), one transfer
+        start_t, n_tok_t, new_t, t_idx, o_idx = meta.unbind(1)
+        idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
+        valid = self.positions[None, :] < n_tok_t[:, None]  # (B, T+1)
+        idx = torch.where(valid, idx, 0)
+        x = self.store.tokens[idx].long()  # (B, T+1)
+        if self.aug is not None:
+            if self.aug.pitch is not None:
+                shifted = self.aug.pitch[t_idx[:, None], x]  # (B, 1) row, (B, T+1) id -> (B, T+1)
+                if self.store.drums is not None:
+                    shifted = torch.where(self.store.drums[idx], x, shifted)
+                x = shifted
+            if self.aug.other is not None:
+                x = self.aug.other[o_idx[:, None], x]  # (B, T+1)
+        x = x.masked_fill(~valid, self.pad_id)
+        return x[:, :-1], x[:, 1:], new_t == 0  # (B, T), (B, T), (B,)
