@@ -8,11 +8,15 @@ curves from the file.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from composer.fsutil import atomic_write, atomic_write_text
 
 #: The columns of ``metrics.csv``, in order; validation and music columns are empty between evaluations.
 METRIC_FIELDS = (
@@ -43,15 +47,12 @@ class MetricsLog:
             return
         rows = read_metrics(path) if keep_through_step is not None and path.exists() else []
         rows = [r for r in rows if keep_through_step is not None and int(r["step"]) <= keep_through_step]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in METRIC_FIELDS})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in METRIC_FIELDS})
+        atomic_write_text(path, text.getvalue())
         self._fh = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed in close()
         self._writer = csv.DictWriter(self._fh, fieldnames=METRIC_FIELDS)
 
@@ -76,21 +77,36 @@ def _fmt(v: Any) -> str:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The rows of a ``metrics.csv`` (a torn last line from a killed run is dropped)."""
-    rows: list[dict[str, str]] = []
+    """The rows of a ``metrics.csv``; a torn last line (no newline: a killed run) is dropped."""
     try:
         with open(path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                try:
-                    int(r.get("step") or "")
-                except ValueError:
-                    continue
-                if None in r or any(v is None for v in r.values()):
-                    continue
-                rows.append(r)
+            text = fh.read()
     except FileNotFoundError:
         return []
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows: list[dict[str, str]] = []
+    for r in csv.DictReader(io.StringIO(text, newline="")):
+        try:
+            int(r.get("step") or "")
+        except ValueError:
+            continue
+        if None in r or any(v is None for v in r.values()):
+            continue
+        rows.append(r)
     return rows
+
+
+def _finite_points(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
+    points = []
+    for r in rows:
+        try:
+            v = float(r[key])
+        except (KeyError, ValueError):
+            continue
+        if math.isfinite(v):
+            points.append((int(r["step"]), v))
+    return points
 
 
 def plot_metrics(metrics_path: Path, out_path: Path, title: str = "") -> None:
@@ -99,9 +115,9 @@ def plot_metrics(metrics_path: Path, out_path: Path, title: str = "") -> None:
     from matplotlib.figure import Figure
 
     rows = read_metrics(metrics_path)
-    tr = [(int(r["step"]), float(r["train_loss"])) for r in rows if r["train_loss"] not in ("", "nan")]
-    va = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
-    vn = [(int(r["step"]), float(r["val_nats_per_note"])) for r in rows if r["val_nats_per_note"]]
+    tr = _finite_points(rows, "train_loss")  # skipped (NaN/inf) steps are not drawn
+    va = _finite_points(rows, "val_loss")
+    vn = _finite_points(rows, "val_nats_per_note")
     fig = Figure(figsize=(9, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2, 1)
@@ -129,6 +145,4 @@ def plot_metrics(metrics_path: Path, out_path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out_path)
+    atomic_write(out_path, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))

@@ -73,6 +73,9 @@ from composer.model import PRESETS, LSTMModel, ModelConfig, State, detach_state,
 # ------------------------------------------------------------------------------------------- config
 
 
+#: Settings that decide each row's augmentation draw; a resume that changes them restarts the data order.
+AUGMENTATION_FIELDS = ("transpose", "velocity_jitter", "time_stretch", "time_stretch_steps")
+
 #: Peak learning rate per preset (measured on the Bach chorales for small: 5e-3 beat 3e-3 at equal steps;
 #: the large preset uses Performance RNN's 1e-3).
 PRESET_LR = {"small": 5e-3, "medium": 3e-3, "large": 1e-3}
@@ -137,6 +140,11 @@ class TrainConfig:
         check_range("warmup_steps", self.warmup_steps, 0, 1 << 40)
         if self.lr_decay_steps is not None:
             check_range("lr_decay_steps", self.lr_decay_steps, 1, 1 << 40)
+            if self.lr_decay_steps < self.warmup_steps:
+                raise ConfigError(
+                    f"lr_decay_steps must be at least warmup_steps ({self.warmup_steps}), "
+                    f"got {self.lr_decay_steps}"
+                )
         check_range("weight_decay", self.weight_decay, 0.0, 10.0, (int, float))
         check_range("beta1", self.beta1, 0.0, 0.999999, (int, float))
         check_range("beta2", self.beta2, 0.0, 0.999999, (int, float))
@@ -402,7 +410,9 @@ def train(
     ``run_args`` (e.g. the command line) is stored in the checkpoints; ``on_step(step, train_loss,
     model)`` is called after every step. Raises ``ComposerError`` subclasses for anything a user can fix.
     """
-    dist_info = setup_distributed(config.device if config else "auto")
+    # the process group's backend follows the device: on resume without a config, the stored one's
+    device_config = config or (load_train_config(out_dir) if resume else None) or TrainConfig()
+    dist_info = setup_distributed(device_config.device)
     # one run per folder: a second run (or a corpus build) pointed here fails at once with a clear error
     lock = folder_lock(Path(out_dir), "training run") if dist_info.is_main else contextlib.nullcontext()
     try:
@@ -617,12 +627,15 @@ class _Run:
             self.elapsed_before = float(ts.get("elapsed_s", 0.0))
             streams = ts["streams"]
             why = None
+            saved_config = raw.meta.get("train_config", {})
             if raw.meta.get("corpus", {}).get("fingerprint") != self.corpus.fingerprint:
                 why = "the corpus changed"
-            elif raw.meta.get("train_config", {}).get("batch_size") != self.config.batch_size:
+            elif saved_config.get("batch_size") != self.config.batch_size:
                 why = "the batch size changed"
             elif len(streams) != self.dist.world_size:
                 why = "the number of processes changed"
+            elif any(saved_config.get(k) != getattr(self.config, k) for k in AUGMENTATION_FIELDS):
+                why = "the augmentation settings changed"  # the rows' saved draws index the old tables
             if why is None:
                 mine = streams[self.dist.rank]
                 self.stream.load_state_dict(mine["data"])

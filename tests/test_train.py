@@ -51,6 +51,8 @@ def test_train_config_validation_and_round_trip() -> None:
         TrainConfig(preset="gigantic")
     with pytest.raises(ConfigError, match="tie_weights needs"):
         TrainConfig(embed_dim=64, hidden_size=128, tie_weights=True)
+    with pytest.raises(ConfigError, match=r"lr_decay_steps must be at least warmup_steps \(100\), got 50"):
+        TrainConfig(warmup_steps=100, lr_decay_steps=50)
     with pytest.raises(ConfigError, match="unknown train config key.*: colour"):
         TrainConfig.from_dict({**cfg.to_dict(), "colour": "blue"})
     assert cfg.replace(lr=1e-3).lr == 1e-3
@@ -279,6 +281,32 @@ def test_resume_follows_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Pat
     # resume with no config uses the stored one; nothing left to do
     again = train(corpus, tmp_path / "part", resume=True, progress=False, plot=False)
     assert again.steps == 16 and again.train_losses == []
+
+
+def test_resume_with_other_augmentation_settings_restarts_the_data_order(
+    corpus: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(corpus, run, tiny_config(max_steps=6, transpose=6, velocity_jitter=2), progress=False, plot=False)
+    said: list[str] = []
+    res = train(
+        corpus,
+        run,
+        tiny_config(max_steps=12, transpose=1, velocity_jitter=0),
+        resume=True,
+        progress=False,
+        plot=False,
+        log=said.append,
+    )
+    assert res.steps == 12 and np.all(np.isfinite(res.train_losses))
+    assert any("augmentation settings changed" in m and "resume at step 6" in m for m in said), said
+
+
+def test_read_metrics_drops_a_line_torn_by_a_kill(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,train_loss,skipped\r\n1,6.5,0\r\n2,6.25,10\r\n3,6.0,1")  # "1" of "12", cut
+    assert [(r["step"], r["skipped"]) for r in read_metrics(path)] == [("1", "0"), ("2", "10")]
+    assert read_metrics(tmp_path / "absent.csv") == []
 
 
 KILL_SCRIPT = """
