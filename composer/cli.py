@@ -464,7 +464,7 @@ _TRAIN_OPTIONS = {
     "--amp/--no-amp",
     default=True,
     show_default=True,
-    help="Mixed precision on CUDA (bf16 where supported, else fp16).",
+    help="Mixed precision on CUDA (float16 autocast with loss scaling).",
 )
 @click.option(
     "--grad-accum",

@@ -1,8 +1,8 @@
 """Device and numeric-precision selection shared by training, generation and the benchmarks.
 
 ``resolve_device("auto")`` picks the best accelerator present (CUDA, then Apple MPS, then the CPU).
-Mixed precision is used only on CUDA: bfloat16 where the GPU supports it (no loss scaling needed),
-float16 with a ``GradScaler`` otherwise. On the CPU and MPS everything stays float32.
+Mixed precision is used only on CUDA: float16 autocast with a ``GradScaler`` (``amp_dtype`` says why not
+bfloat16). On the CPU and MPS everything stays float32.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
                 "device 'cuda' was requested but no CUDA GPU is available (use --device auto/cpu)"
             )
         if ":" in name:
+            if local_rank is not None:
+                raise ConfigError(
+                    f"device {name!r}: under torchrun each process takes its own GPU (LOCAL_RANK); "
+                    "use --device cuda or auto"
+                )
             return torch.device(name)
         return torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
     if base == "mps":
@@ -56,34 +61,16 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
 
 
 def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16/fp16 on CUDA, ``None`` (plain float32) elsewhere.
+    """The autocast dtype for ``device``: float16 on CUDA, ``None`` (plain float32) elsewhere.
 
-    bfloat16 is chosen only where the GPU has it *and* this torch/cuDNN build runs an LSTM under bf16
-    autocast (cuDNN RNNs gained bf16 late), which a tiny forward/backward probe settles once.
+    Not bfloat16, even where the GPU has it: under autocast, cuDNN's RNN runs in float16 whatever dtype
+    autocast was given (``aten/src/ATen/cudnn/AutocastRNN.cpp`` casts input, state and weights to half).
+    A "bf16" run would put the LSTM, most of the model, in float16 without loss scaling, and its small
+    gradients would flush to zero. float16 with a ``GradScaler`` is what the kernels really do, scaled.
     """
     if not enabled or device.type != "cuda":
         return None
-    if torch.cuda.is_bf16_supported() and _lstm_autocast_works(device, torch.bfloat16):
-        return torch.bfloat16
     return torch.float16
-
-
-_PROBED: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def _lstm_autocast_works(device: torch.device, dtype: torch.dtype) -> bool:
-    key = (str(device), dtype)
-    if key not in _PROBED:
-        try:
-            lstm = torch.nn.LSTM(8, 8, num_layers=2, batch_first=True).to(device)
-            x = torch.randn(2, 3, 8, device=device, requires_grad=True)
-            with torch.autocast(device_type=device.type, dtype=dtype):
-                out, _ = lstm(x)
-            out.float().sum().backward()
-            _PROBED[key] = True
-        except RuntimeError:
-            _PROBED[key] = False
-    return _PROBED[key]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
@@ -94,7 +81,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
-    """A loss scaler is needed only for float16 (bfloat16 has float32's exponent range)."""
+    """A loss scaler for float16 autocast (bfloat16 has float32's exponent range and needs none)."""
     if dtype is torch.float16:
         return torch.amp.GradScaler(device.type)
     return None
@@ -128,8 +115,12 @@ def synchronize(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def cuda_oom_as(message: str) -> Iterator[None]:
-    """Re-raise a CUDA out-of-memory error as a ``ComposerError`` carrying ``message``."""
+def out_of_memory_as(message: str) -> Iterator[None]:
+    """Re-raise an accelerator's out-of-memory error as a ``ComposerError`` carrying ``message``.
+
+    CUDA raises ``torch.OutOfMemoryError``; Apple's MPS a ``RuntimeError`` saying "MPS backend out of
+    memory".
+    """
     from composer.errors import ComposerError
 
     try:
@@ -137,6 +128,10 @@ def cuda_oom_as(message: str) -> Iterator[None]:
     except torch.OutOfMemoryError as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        raise ComposerError(message) from exc
+    except RuntimeError as exc:
+        if "MPS backend out of memory" not in str(exc):
+            raise
         raise ComposerError(message) from exc
 
 

@@ -256,7 +256,7 @@ def token_nlls(
                         tokens[:, s + 1 : e + 1].reshape(-1),  # (B, T) -> (B*T,)
                         reduction="none",
                     )
-                    nll[:, s:e] = loss.view(len(group), e - s).double().cpu().numpy()
+                    nll[:, s:e] = loss.view(len(group), e - s).cpu().double().numpy()
                 for r, i in enumerate(group):
                     out[i] = nll[r, : len(pieces[i]) - 1]
     finally:
@@ -325,7 +325,7 @@ def window_nll(model: torch.nn.Module, windows: np.ndarray, targets: np.ndarray)
         logits, _ = model(x, None)
         lp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # only the last position predicts the target
         t = torch.as_tensor(targets, dtype=torch.long, device=device)
-        return (-lp.gather(1, t[:, None])[:, 0]).double().cpu().numpy()
+        return (-lp.gather(1, t[:, None])[:, 0]).cpu().double().numpy()
 
 
 def reset_nlls(

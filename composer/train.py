@@ -11,7 +11,8 @@ that. This module is the loop: learning-rate schedule, optimizer step, validatio
 Everything that decides the next step (weights, optimizer moments, every row's piece, cursor, carried
 state and augmentation, the shuffled order, RNG states) is saved in the checkpoint, so ``resume=True``
 continues exactly where a run stopped, even after SIGKILL: on the CPU the resumed loss curve equals the
-uninterrupted one.
+uninterrupted one. On a GPU it continues the same run but not bit for bit: cuDNN draws the LSTM's
+between-layer dropout masks from its own random state, which is not saved.
 
 Under ``torchrun`` (RANK/WORLD_SIZE set) the same ``train()`` runs DistributedDataParallel
 (``composer.distributed``): every process streams its own share of the pieces, validation losses are summed
@@ -58,9 +59,9 @@ from composer.configs import check_range, known_fields
 from composer.device import (
     amp_dtype,
     autocast,
-    cuda_oom_as,
     describe,
     make_grad_scaler,
+    out_of_memory_as,
     resolve_device,
     set_threads,
 )
@@ -119,7 +120,7 @@ class TrainConfig:
     # --- runtime
     seed: int = 1337
     device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + loss scaling)
+    amp: bool = True  # mixed precision on CUDA: float16 autocast + loss scaling
     num_threads: int = 0  # CPU threads for torch; 0 = one per four cores (device.auto_threads)
     # --- augmentation, drawn per piece
     transpose: int = 6  # up to this many semitones either way, kept inside the piece's pitch range
@@ -316,7 +317,11 @@ def evaluate(
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases)."""
+    """AdamW with weight decay on matrices only (not on biases).
+
+    The fused kernel on CUDA and the CPU: on the CPU it is ~6x faster than the per-tensor loop torch picks
+    by default there (0.6 against 3.6 ms a step for the small model), ~5% of a default training step.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
@@ -324,8 +329,26 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(
-        groups, lr=config.peak_lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
+        groups, lr=config.peak_lr, betas=(config.beta1, config.beta2), fused=device.type in ("cuda", "cpu")
     )
+
+
+#: AdamW options that choose an implementation for this device, not the optimization itself.
+_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a saved optimizer state but keep the kernel choice ``make_optimizer`` made for this device.
+
+    ``load_state_dict`` would also restore the saved run's ``fused``/``foreach`` flags: a run trained on
+    MPS (not fused) and resumed on a GPU would get a non-fused AdamW that the loss scaler treats as fused,
+    and fail at its first step.
+    """
+    for saved, live in zip(state["param_groups"], optimizer.param_groups, strict=False):
+        for key in _IMPLEMENTATION_KEYS:
+            if key in live:
+                saved[key] = live[key]
+    optimizer.load_state_dict(state)
 
 
 def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
@@ -367,7 +390,7 @@ class _GracefulStop:
 
 def _oom_message(config: TrainConfig) -> str:
     return (
-        f"CUDA ran out of memory (preset {config.preset}, batch size {config.batch_size}, window "
+        f"the GPU ran out of memory (preset {config.preset}, batch size {config.batch_size}, window "
         f"{config.window}); lower --batch-size or --window, or choose a smaller --preset"
     )
 
@@ -619,7 +642,7 @@ class _Run:
         self.best_step = raw.meta.get("best_step")
         try:
             ts = join_tensors(raw.meta["train_state"], raw.state_tensors())
-            self.optimizer.load_state_dict(optimizer_state_from_json(ts["optimizer"]))
+            load_optimizer_state(self.optimizer, optimizer_state_from_json(ts["optimizer"]))
             if self.scaler is not None and ts.get("scaler"):
                 self.scaler.load_state_dict(ts["scaler"])
             self.evals_since_best = int(ts["evals_since_best"])
@@ -814,7 +837,8 @@ def _train(
 
     corpus = _open_corpus(corpus_arg)
     raw, config = _existing_run(corpus, run_dir, config, resume, overwrite, dist_info, say)
-    run = _Run(corpus, run_dir, config, raw, dist_info, run_args, say)
+    with out_of_memory_as(_oom_message(config)):  # the data and the model go to the device here
+        run = _Run(corpus, run_dir, config, raw, dist_info, run_args, say)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(run_dir / METRICS_FILE, is_main, keep_through_step=run.step)
@@ -841,7 +865,7 @@ def _train(
     run.model.train()
     stopper = _GracefulStop(enabled=not dist_info.enabled)
     try:
-        with stopper, cuda_oom_as(_oom_message(config)):
+        with stopper, out_of_memory_as(_oom_message(config)):
             while run.step < config.max_steps:
                 t0 = time.perf_counter()
                 lr = get_lr(run.step, config)

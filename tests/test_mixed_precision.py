@@ -1,15 +1,17 @@
 """The mixed-precision paths of training, run on the CPU.
 
-On a GPU, ``composer train`` runs under bfloat16 autocast, or float16 autocast with a ``GradScaler``.
-CI has no GPU, so these tests drive the same code on the CPU: bfloat16 autocast works there as it is
-(oneDNN runs the LSTM in bf16), and the loss-scaling bookkeeping (scale, unscale before clipping, a
-skipped step on overflow, the scale saved and restored on resume) is exercised with a CPU ``GradScaler``
-around float32 arithmetic. What the CPU cannot show (cuDNN kernels, float16 overflow in real kernels) is
-left to ``benchmarks/train.py --device cuda``.
+On a GPU, ``composer train`` runs under float16 autocast with a ``GradScaler`` (cuDNN runs the LSTM in
+float16 under any autocast dtype; ``composer.device.amp_dtype`` says more). CI has no GPU, so these tests
+drive the same code on the CPU: autocast with bfloat16 (the one low-precision dtype oneDNN's LSTM runs in
+on the CPU) and a CPU ``GradScaler`` around it, which exercises the loss-scaling bookkeeping: scale,
+unscale before clipping, the fused optimizer's skip on overflow, the scale saved and restored on resume.
+What the CPU cannot show (cuDNN's kernels, real float16 overflow) is left to
+``benchmarks/train.py --device cuda``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +20,18 @@ import torch
 
 import composer.train as train_mod
 from composer.checkpoint import load_checkpoint, read_checkpoint
+from composer.device import amp_dtype
 from composer.sample import Length, generate
 from composer.train import train
 from tests.helpers_train import build_tiny_corpus, metrics_losses, tiny_config
 
 torch.set_num_threads(1)
+
+
+def test_gpu_precision_choice() -> None:
+    assert amp_dtype(torch.device("cuda")) is torch.float16  # with loss scaling, never unscaled bf16
+    assert amp_dtype(torch.device("cuda"), enabled=False) is None  # --no-amp
+    assert amp_dtype(torch.device("cpu")) is None and amp_dtype(torch.device("mps")) is None
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +60,8 @@ def scalers(monkeypatch: pytest.MonkeyPatch) -> list[torch.amp.GradScaler]:
     return made
 
 
-def test_bf16_autocast_learns_resumes_exactly_and_its_checkpoint_generates(
-    corpus: Path, tmp_path: Path, bf16_on_cpu: None
+def test_autocast_with_loss_scaling_learns_resumes_exactly_and_its_checkpoint_generates(
+    corpus: Path, tmp_path: Path, bf16_on_cpu: None, scalers: list[torch.amp.GradScaler]
 ) -> None:
     cfg = tiny_config(max_steps=30, eval_every=10, lr_decay_steps=30, lr=2e-2)
     full = train(corpus, tmp_path / "full", cfg, progress=False, plot=False)
@@ -130,3 +139,21 @@ def test_an_overflowing_step_is_skipped_by_the_scaler_and_the_scale_backs_off(
     assert not torch.equal(weights[5], weights[6])  # and training went on
     # grown after steps 1-3, halved at step 5, grown after steps 6-8
     assert scalers[-1].get_scale() == 2.0**10 * 2 / 2 * 2
+
+
+def test_a_checkpoint_from_an_unfused_optimizer_resumes_under_loss_scaling(
+    corpus: Path, tmp_path: Path, scalers: list[torch.amp.GradScaler]
+) -> None:
+    """A run from MPS (or an older version) saved ``fused: false``; resumed where AdamW is fused and the
+    loss is scaled, the restored flag must not make the scaler hand its overflow flag to the slow loop."""
+    run = tmp_path / "run"
+    train(corpus, run, tiny_config(max_steps=4, eval_every=4), progress=False, plot=False)
+    meta_path = run / "last" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    groups = meta["train_state"]["optimizer"]["param_groups"]
+    assert all(g["fused"] is True for g in groups)
+    for g in groups:
+        g["fused"] = False
+    meta_path.write_text(json.dumps(meta))
+    res = train(corpus, run, tiny_config(max_steps=8, eval_every=4), resume=True, progress=False, plot=False)
+    assert res.steps == 8 and np.all(np.isfinite(res.train_losses))

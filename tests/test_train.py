@@ -19,7 +19,7 @@ import torch
 from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
-from composer.device import cuda_oom_as
+from composer.device import out_of_memory_as
 from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
@@ -428,12 +428,27 @@ def test_performance_encoding_trains_with_time_stretch(tmp_path: Path) -> None:
     assert res.steps == 4 and res.val_loss is not None and np.isfinite(res.val_loss)
 
 
-def test_cuda_oom_becomes_a_composer_error_naming_what_to_lower() -> None:
+def test_out_of_memory_becomes_a_composer_error_naming_what_to_lower() -> None:
     with (
         pytest.raises(ComposerError, match="--batch-size.*--window.*--preset"),
-        cuda_oom_as(_oom_message(TrainConfig())),
+        out_of_memory_as(_oom_message(TrainConfig())),
     ):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(ComposerError, match="--batch-size"), out_of_memory_as(_oom_message(TrainConfig())):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1 GB)")
+    with pytest.raises(RuntimeError, match="^shape mismatch$"), out_of_memory_as("unused"):
+        raise RuntimeError("shape mismatch")  # any other error passes through unchanged
+
+
+def test_out_of_memory_while_moving_data_to_the_device_is_reported_too(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr("composer.train.TokenStore", no_room)
+    with pytest.raises(ComposerError, match="out of memory.*--batch-size"):
+        train(corpus, tmp_path / "run", tiny_config(), progress=False, plot=False)
 
 
 # ------------------------------------------------------------------------------------------- DDP
