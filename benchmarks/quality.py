@@ -36,6 +36,7 @@ import datetime
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -359,6 +360,34 @@ def report(
     )
 
 
+def summarize(args: argparse.Namespace, val: list[ValFile], runs: list[dict[str, dict[str, Any]]]) -> None:
+    """One line per run and the verdict on the mean nats/note of each side."""
+    notes = sum(v.notes for v in val)
+    cols = [k for k in ("composer", "reference") if k in runs[0]]
+    print(f"\n## Summary of {len(runs)} runs ({args.minutes:g} CPU-minutes per side each)\n")
+    print(
+        "| run | " + " | ".join(f"{k} nats/note" for k in cols) + (" | ratio |" if len(cols) == 2 else " |")
+    )
+    print("|---|" + "---:|" * (len(cols) + (len(cols) == 2)))
+    for i, sides in enumerate(runs, 1):
+        vals = [sides[k]["nll"] / notes for k in cols]
+        ratio = [f"{vals[0] / vals[1]:.3f}"] if len(cols) == 2 else []
+        print(f"| {i} | " + " | ".join(f"{v:.4f}" for v in vals) + "".join(f" | {r}" for r in ratio) + " |")
+    means = [statistics.mean(sides[k]["nll"] / notes for sides in runs) for k in cols]
+    spread = [statistics.stdev(sides[k]["nll"] / notes for sides in runs) for k in cols]
+    line = " | ".join(f"**{m:.4f}** ± {sd:.3f}" for m, sd in zip(means, spread, strict=True))
+    if len(cols) == 2:
+        ratio = means[0] / means[1]
+        print(f"| mean ± sd | {line} | **{ratio:.3f}** |")
+        print(
+            f"\nMean composer / reference nats/note: **{ratio:.3f}** ({abs(1 - ratio) * 100:.1f}% "
+            f"{'lower' if ratio <= 1 else 'higher'}). Target: >= {TARGET * 100:.0f}% lower at "
+            f"{args.minutes:g} CPU-minutes each: **{'met' if ratio <= 1 - TARGET else 'NOT met'}** (mean)."
+        )
+    else:
+        print(f"| mean ± sd | {line} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=3.0, help="training wall-clock minutes per side")
@@ -367,7 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-lr", type=float, default=REF_LR, help="the reference's AdamW learning rate")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--only", choices=["composer", "reference"], help="run one side only")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="alternating runs per side (seeds seed..seed+N-1); verdict on the mean",
+    )
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     if args.quick:
         args.minutes = 0.5
     if not (args.minutes > 0 and math.isfinite(args.minutes)):
@@ -381,18 +418,26 @@ def main(argv: list[str] | None = None) -> int:
     say(f"tokenizing {len(corpus.pieces())} files with MidiTok REMI (not timed) ...")
     train_seqs, val, skipped = load_data(corpus, tok)
     n_train = (len([p for p in corpus.pieces("train") if p.length >= 2]), len(train_seqs))
-    loads = [load_text()]
-    sides: dict[str, dict[str, Any]] = {}
-    if args.only in (None, "composer"):
-        say(f"composer: training {args.minutes:g} min ...")
-        with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
-            sides["composer"] = run_composer(corpus, args.minutes, args.seed, Path(tmp) / "run", val)
-        loads.append(load_text())
-    if args.only in (None, "reference"):
-        say(f"reference: training {args.minutes:g} min, lr {args.ref_lr:g} ...")
-        sides["reference"] = run_reference(train_seqs, val, len(tok), args.minutes, args.ref_lr, args.seed)
-        loads.append(load_text())
-    report(args, corpus, val, n_train, skipped, sides, loads)
+    runs: list[dict[str, dict[str, Any]]] = []
+    for i in range(args.repeats):
+        seed = args.seed + i
+        loads = [load_text()]
+        sides: dict[str, dict[str, Any]] = {}
+        if args.only in (None, "composer"):
+            say(f"run {i + 1}/{args.repeats}, composer: training {args.minutes:g} min ...")
+            with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+                sides["composer"] = run_composer(corpus, args.minutes, seed, Path(tmp) / "run", val)
+            loads.append(load_text())
+        if args.only in (None, "reference"):
+            say(f"run {i + 1}/{args.repeats}, reference: {args.minutes:g} min, lr {args.ref_lr:g} ...")
+            sides["reference"] = run_reference(train_seqs, val, len(tok), args.minutes, args.ref_lr, seed)
+            loads.append(load_text())
+        if args.repeats > 1:
+            print(f"\n# Run {i + 1} of {args.repeats} (seed {seed})\n")
+        report(args, corpus, val, n_train, skipped, sides, loads)
+        runs.append(sides)
+    if args.repeats > 1:
+        summarize(args, val, runs)
     return 0
 
 
