@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -138,7 +139,14 @@ def load_data(corpus: Any, tok: Any) -> tuple[list[np.ndarray], list[ValFile], d
 # ------------------------------------------------------------------------------------------- composer
 
 
-def run_composer(corpus: Any, minutes: float, seed: int, run_dir: Path, val: list[ValFile]) -> dict[str, Any]:
+def run_composer(
+    corpus: Any,
+    minutes: float,
+    seed: int,
+    run_dir: Path,
+    val: list[ValFile],
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from composer.checkpoint import load_checkpoint
     from composer.evaluate import token_nlls
     from composer.train import TrainConfig, train
@@ -152,7 +160,7 @@ def run_composer(corpus: Any, minutes: float, seed: int, run_dir: Path, val: lis
         device="cpu",
         num_threads=THREADS,
         seed=seed,
-    )
+    ).replace(**(overrides or {}))
     last_step = [0.0]
 
     def on_step(step: int, loss: float, model: nn.Module) -> None:
@@ -178,7 +186,7 @@ def run_composer(corpus: Any, minutes: float, seed: int, run_dir: Path, val: lis
         "tokens": int(sum(len(x) for x in nlls)),
         "kept_notes": sum(v.composer_notes for v in val),
         "eval_s": eval_s,
-        "lr": f"{config.peak_lr:g} warm-up + cosine to {config.final_lr:g} at step {defaults.max_steps}",
+        "lr": f"{config.peak_lr:g} warm-up + cosine to {config.final_lr:g} at step {config.lr_decay_steps}",
     }
 
 
@@ -354,10 +362,33 @@ def report(
             f"Target: composer >= {TARGET * 100:.0f}% lower nats/note at {args.minutes:g} CPU-minutes each: "
             f"**{'met' if met else 'NOT met'}**."
         )
+    if args.set:
+        print(f"\ncomposer ran with `--set {' '.join(args.set)}` on top of its defaults.")
     print(
         "\ncomposer trains with its augmentation (transposition, velocity jitter) and carried state; the "
         "reference with neither, as the plain loop does. Tokenizing is not timed on either side."
     )
+
+
+def parse_overrides(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (VALUE read as JSON where it parses, else a string), checked by TrainConfig."""
+    from composer.errors import ConfigError
+    from composer.train import TrainConfig
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    try:
+        TrainConfig.from_dict(out)
+    except (ConfigError, TypeError) as e:
+        ap.error(f"--set: {e}")
+    return out
 
 
 def summarize(args: argparse.Namespace, val: list[ValFile], runs: list[dict[str, dict[str, Any]]]) -> None:
@@ -402,9 +433,17 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="alternating runs per side (seeds seed..seed+N-1); verdict on the mean",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a composer TrainConfig field for this comparison, e.g. --set dropout=0.1 (repeatable)",
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
+    overrides = parse_overrides(ap, args.set)
     if args.quick:
         args.minutes = 0.5
     if not (args.minutes > 0 and math.isfinite(args.minutes)):
@@ -426,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "composer"):
             say(f"run {i + 1}/{args.repeats}, composer: training {args.minutes:g} min ...")
             with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
-                sides["composer"] = run_composer(corpus, args.minutes, seed, Path(tmp) / "run", val)
+                sides["composer"] = run_composer(
+                    corpus, args.minutes, seed, Path(tmp) / "run", val, overrides
+                )
             loads.append(load_text())
         if args.only in (None, "reference"):
             say(f"run {i + 1}/{args.repeats}, reference: {args.minutes:g} min, lr {args.ref_lr:g} ...")

@@ -382,7 +382,8 @@ _TRAIN_OPTIONS = {
     "preset": "preset", "device": "device", "batch_size": "batch_size", "window": "window", "lr": "lr",
     "max_steps": "max_steps", "max_minutes": "max_minutes", "eval_every": "eval_every",
     "patience": "patience", "seed": "seed", "amp": "amp", "grad_accum": "grad_accum",
-    "threads": "num_threads", "music_stats": "music_samples",
+    "threads": "num_threads", "music_stats": "music_samples", "transpose": "transpose",
+    "velocity_jitter": "velocity_jitter", "time_stretch": "time_stretch",
 }  # fmt: skip
 
 
@@ -472,6 +473,28 @@ _TRAIN_OPTIONS = {
     default=1,
     show_default=True,
     help="Windows accumulated per optimizer step.",
+)
+@click.option(
+    "--transpose",
+    type=click.IntRange(min=0, max=127),
+    default=0,
+    show_default=True,
+    help="Augmentation: transpose each piece by up to this many semitones either way (drums never). "
+    "It costs likelihood in runs of minutes, and regularises long runs on a small corpus.",
+)
+@click.option(
+    "--velocity-jitter",
+    type=click.IntRange(min=0, max=127),
+    default=1,
+    show_default=True,
+    help="Augmentation: shift each piece's velocities by up to this many bins either way.",
+)
+@click.option(
+    "--time-stretch",
+    type=click.FloatRange(min=0.0, max=0.5),
+    default=0.05,
+    show_default=True,
+    help="Augmentation (performance encoding): stretch each piece's timing by up to this fraction.",
 )
 @click.option(
     "--threads",

@@ -503,9 +503,12 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "cli-run"
     small = ["--batch-size", "4", "--window", "32", "--eval-every", "2", "--threads", "1", "--device", "cpu"]
     runner = CliRunner()
-    res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "2", *small])
+    aug = ["--transpose", "3", "--velocity-jitter", "0"]
+    res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "2", *small, *aug])
     assert res.exit_code == 0, res.output
     assert "2 steps (max steps)" in res.output and (run / "best" / "checkpoint.json").is_file()
+    stored = read_checkpoint(run / "last").meta["train_config"]
+    assert (stored["transpose"], stored["velocity_jitter"], stored["time_stretch"]) == (3, 0, 0.05)
     res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "3"])
     assert res.exit_code == 1 and "already holds a training run; pass --resume" in res.output
     # --resume keeps the stored settings and applies only the options given
@@ -513,7 +516,7 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     stored = read_checkpoint(run / "last").meta["train_config"]
     kept = (stored["max_steps"], stored["batch_size"], stored["window"], stored["num_threads"])
-    assert kept == (4, 4, 32, 1)
+    assert kept == (4, 4, 32, 1) and stored["transpose"] == 3
     res = runner.invoke(main, ["info", str(run)])
     assert res.exit_code == 0, res.output
     assert "steps  4" in res.output and "LSTM 2 x 256" in res.output and str(corpus) in res.output
