@@ -365,8 +365,8 @@ def report(
     if args.set:
         print(f"\ncomposer ran with `--set {' '.join(args.set)}` on top of its defaults.")
     print(
-        "\ncomposer trains with its augmentation (transposition, velocity jitter) and carried state; the "
-        "reference with neither, as the plain loop does. Tokenizing is not timed on either side."
+        "\ncomposer trains with its default augmentation (velocity jitter; transposition is off by default) "
+        "and carried state; the reference with neither, as the plain loop does. Tokenizing is not timed."
     )
 
 
