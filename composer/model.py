@@ -1,9 +1,10 @@
 """The music model: token embedding -> multi-layer LSTM -> dropout -> projection to the vocabulary.
 
-There is exactly one ``forward(tokens, state) -> (logits, state)``: training feeds it window after window
-with the recurrent state carried over (truncated backpropagation through time), evaluation does the same
-without gradients, and generation feeds it one token at a time. ``state`` is the LSTM's ``(h, c)`` pair,
-each ``(num_layers, batch, hidden_size)``, or ``None`` for a fresh start.
+``forward(tokens, state) -> (logits, state)`` serves training (window after window with the recurrent state
+carried over: truncated backpropagation through time) and evaluation; ``step`` is its one-token form for
+generation (tested equal to ``forward``); ``hidden`` and ``step_hidden`` stop before the projection, for
+the neural cache (composer/cache.py). ``state`` is the LSTM's ``(h, c)`` pair, each
+``(num_layers, batch, hidden_size)``, or ``None`` for a fresh start.
 
 On CUDA ``torch.nn.LSTM`` runs the fused cuDNN kernels; nothing here is device specific.
 """
@@ -140,17 +141,29 @@ class LSTMModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """``tokens`` (batch, time) int ids -> ``logits`` (batch, time, vocab) and the new ``(h, c)``."""
+        out, state = self.hidden(tokens, state)
+        return self.project(self.drop(out)), state
+
+    def hidden(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``tokens`` (batch, time) -> the top layer's outputs (batch, time, hidden) and the new state.
+
+        ``project`` turns the outputs into logits; the neural cache (composer/cache.py) keys on them."""
         x = self.embed(tokens)  # (B, T) -> (B, T, E)
         if state is not None:
             # Autocast may hand back a half-precision state; the LSTM wants it in the input's dtype.
             state = (state[0].to(x.dtype), state[1].to(x.dtype))
         out, (h, c) = self.lstm(x, state)  # out: (B, T, H); h, c: (L, B, H)
-        return self._project(self.drop(out)), (h, c)
+        return out, (h, c)
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One time step for inference: ``tokens`` (batch,) -> logits (batch, vocab) and the new state.
+        """One time step for inference: ``tokens`` (batch,) -> logits (batch, vocab) and the new state."""
+        out, state = self.step_hidden(tokens, state)
+        return self.project(out), state
 
-        The same arithmetic as ``forward`` on one token (dropout is off in eval mode), run as one
+    def step_hidden(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One time step for inference: ``tokens`` (batch,) -> top-layer output (batch, hidden), new state.
+
+        The same arithmetic as ``hidden`` on one token (dropout is off in eval mode), run as one
         ``torch.lstm_cell`` per layer on the LSTM's own weights: on the CPU a one-step ``nn.LSTM`` call
         costs milliseconds of set-up (oneDNN), far more than the step itself.
         """
@@ -164,9 +177,9 @@ class LSTMModel(nn.Module):
             x, ck = torch.lstm_cell(x, (h[k], c[k]), *weights)  # (B, H) each
             hs.append(x)
             cs.append(ck)
-        return self._project(x), (torch.stack(hs), torch.stack(cs))  # (B, V); (L, B, H) each
+        return x, (torch.stack(hs), torch.stack(cs))  # (B, H); (L, B, H) each
 
-    def _project(self, out: torch.Tensor) -> torch.Tensor:
+    def project(self, out: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., H) -> logits (..., V)."""
         if self.head is None:  # tied: the embedding matrix (V, E == H) doubles as the output projection
             return F.linear(out, self.embed.weight, self.head_bias)

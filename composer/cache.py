@@ -1,0 +1,208 @@
+"""A neural cache over the piece's own past (Grave, Joulin & Usunier 2017, "Improving Neural Language
+Models with a Continuous Cache").
+
+Music repeats itself: a chorus, a returning theme, a written-out repeat. An LSTM's state blurs what it
+heard thousands of tokens ago; the cache keeps it exactly. Every position ``i`` of the piece leaves a pair
+(its top-layer hidden state ``h_i``, the token that followed it ``x_{i+1}``). Predicting the token after
+position ``t``, the cache votes for what followed the earlier positions whose state looked like this one::
+
+    p_cache(w) ~ sum over i in [t - size, t - 1] with x_{i+1} = w  of  exp(theta * h_t . h_i)
+    p(w)       = (1 - lam) * p_lstm(w) + lam * p_cache(w)
+
+With no earlier position (the first token of a piece) ``p`` is ``p_lstm``. The cost per token is bounded
+by ``size`` dot products. ``theta``, ``lam`` and ``size`` are fitted on the validation split
+(``fit_cache``) and travel in the checkpoint; ``lam = 0`` is the plain model exactly.
+
+Two users: ``cached_nlls`` scores whole pieces (evaluation, fitting), ``CacheBank`` keeps one ring buffer
+per batch row for token-by-token sampling (the grammar masks apply after mixing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from composer.configs import check_range, known_fields
+
+#: Targets scored per block when scoring a piece (bounds memory at block x (block + size) floats).
+BLOCK = 512
+#: Search grids for ``fit_cache``. theta scales a dot product of two tanh-bounded hidden vectors.
+THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
+LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+SIZES = (256, 1024, 2048, 4096)
+MAX_SIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The cache's three numbers; ``lam = 0`` turns it off."""
+
+    theta: float = 0.3
+    lam: float = 0.0
+    size: int = 2048
+
+    def __post_init__(self) -> None:
+        check_range("cache theta", self.theta, 0.0, 100.0, (int, float))
+        check_range("cache lambda", self.lam, 0.0, 1.0, (int, float))
+        check_range("cache size", self.size, 1, MAX_SIZE)
+        object.__setattr__(self, "theta", float(self.theta))
+        object.__setattr__(self, "lam", float(self.lam))
+
+    @property
+    def enabled(self) -> bool:
+        return self.lam > 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheConfig:
+        return cls(**known_fields(cls, data, "cache"))
+
+
+def _log_cache(
+    hidden: torch.Tensor, nxt: torch.Tensor, theta: float, size: int, block: int = BLOCK
+) -> torch.Tensor:
+    """log p_cache(x_{t+1}) for every position t of one piece; -inf where no earlier position matches,
+    NaN where there is no earlier position at all (t = 0).
+
+    ``hidden`` (T, H): state after each input token; ``nxt`` (T,): the token that followed each.
+    """
+    T = hidden.shape[0]
+    out = torch.empty(T, dtype=torch.float64)
+    for s in range(0, T, block):
+        e = min(s + block, T)
+        k0 = max(0, s - size)
+        scores = theta * (hidden[s:e] @ hidden[k0:e].T).double()  # (targets, keys)
+        t_idx = torch.arange(s, e)[:, None]
+        i_idx = torch.arange(k0, e)[None, :]
+        valid = (i_idx < t_idx) & (i_idx >= t_idx - size)
+        match = valid & (nxt[k0:e][None, :] == nxt[s:e][:, None])
+        neg = torch.tensor(-math.inf, dtype=torch.float64)
+        lse_all = torch.logsumexp(torch.where(valid, scores, neg), dim=1)
+        lse_match = torch.logsumexp(torch.where(match, scores, neg), dim=1)
+        out[s:e] = lse_match - lse_all  # -inf - -inf = NaN where nothing is valid (t = 0)
+    return out
+
+
+def mix(log_p_model: torch.Tensor, log_p_cache: torch.Tensor, lam: float) -> torch.Tensor:
+    """log((1 - lam) p_model + lam p_cache), elementwise; the model alone where the cache is empty (NaN)."""
+    if lam <= 0.0:
+        return log_p_model.double()
+    lpm = log_p_model.double()
+    if lam >= 1.0:
+        mixed = log_p_cache.clone()
+    else:
+        mixed = torch.logaddexp(lpm + math.log1p(-lam), log_p_cache + math.log(lam))
+    return torch.where(torch.isnan(log_p_cache), lpm, mixed)
+
+
+def cached_nlls(
+    log_p_model: np.ndarray | torch.Tensor,
+    hidden: torch.Tensor,
+    tokens: np.ndarray | torch.Tensor,
+    config: CacheConfig,
+) -> np.ndarray:
+    """NLL (nats) of tokens[1:] under the cache mixture, given the model's log-probability of each.
+
+    ``log_p_model`` (T,): log p_lstm(tokens[t+1]); ``hidden`` (T, H): the top-layer state after
+    tokens[t]; ``tokens`` (T + 1,) the piece. Equals ``-log_p_model`` exactly when ``lam`` is 0.
+    """
+    lpm = torch.as_tensor(np.asarray(log_p_model), dtype=torch.float64)
+    if not config.enabled:
+        return (-lpm).numpy()
+    nxt = torch.as_tensor(np.asarray(tokens)[1:], dtype=torch.long)
+    lpc = _log_cache(hidden.float().cpu(), nxt, config.theta, config.size)
+    return (-mix(lpm, lpc, config.lam)).numpy()
+
+
+@dataclass
+class CacheFit:
+    config: CacheConfig
+    nll_model: float  # nats/token without the cache on the fitting targets
+    nll_cache: float  # with the fitted cache
+    targets: int
+
+
+def fit_cache(
+    pieces: list[tuple[np.ndarray, torch.Tensor, np.ndarray]],
+    thetas: tuple[float, ...] = THETAS,
+    lambdas: tuple[float, ...] = LAMBDAS,
+    sizes: tuple[int, ...] = SIZES,
+) -> CacheFit:
+    """Grid search for the (theta, lam, size) with the lowest NLL per token on ``pieces``.
+
+    Each piece is ``(log_p_model (T,), hidden (T, H), tokens (T + 1,))`` as for ``cached_nlls``. lam = 0
+    (no cache) is always in the grid, so the fit is never worse than the plain model on these pieces.
+    """
+    lams = sorted({0.0, *lambdas})
+    total = sum(len(p[0]) for p in pieces)
+    base = float(sum(-np.sum(p[0]) for p in pieces))
+    best = (base, CacheConfig(lam=0.0, size=max(sizes), theta=thetas[0]))
+    for size in sizes:
+        for theta in thetas:
+            lpcs = [
+                (torch.as_tensor(np.asarray(lp), dtype=torch.float64),
+                 _log_cache(h.float().cpu(), torch.as_tensor(np.asarray(tk)[1:], dtype=torch.long),
+                            theta, size))
+                for lp, h, tk in pieces
+            ]
+            for lam in lams:
+                if lam == 0.0:
+                    continue
+                nll = float(sum(-mix(lpm, lpc, lam).sum() for lpm, lpc in lpcs))
+                if nll < best[0]:
+                    best = (nll, CacheConfig(theta=theta, lam=lam, size=size))
+    return CacheFit(best[1], base / max(total, 1), best[0] / max(total, 1), total)
+
+
+class CacheBank:
+    """One cache per batch row for sampling: a ring buffer of the last ``size`` (hidden, next token) pairs.
+
+    ``mix_logits(logits, hidden)`` turns the model's logits for the next token into log-probabilities of
+    the mixture (rows with an empty cache keep the model's); ``push(hidden, tokens)`` records the pair
+    once the next token is chosen. All rows start together (one piece each), so they share the write slot.
+    """
+
+    def __init__(self, config: CacheConfig, batch: int, hidden_size: int, vocab: int, device: Any) -> None:
+        self.config = config
+        self.vocab = vocab
+        n = config.size
+        self.keys = torch.zeros(batch, n, hidden_size, device=device)  # (B, N, H)
+        self.values = torch.zeros(batch, n, dtype=torch.long, device=device)  # (B, N)
+        self.filled = torch.zeros(batch, dtype=torch.long, device=device)  # entries in use per row
+        self.head = 0  # next slot to write (all rows advance together)
+
+    def mix_logits(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits and (B, H) hidden -> (B, V) float log-probabilities of the mixture."""
+        log_p = torch.log_softmax(logits.float(), dim=-1)
+        if not self.config.enabled or int(self.filled.max()) == 0:
+            return log_p
+        n = self.config.size
+        scores = self.config.theta * torch.einsum("bnh,bh->bn", self.keys, hidden.float())  # (B, N)
+        slot_used = torch.arange(n, device=scores.device)[None, :] < self.filled[:, None]
+        scores = scores.masked_fill(~slot_used, -math.inf)
+        empty = self.filled == 0
+        w = torch.softmax(scores.masked_fill(empty[:, None], 0.0), dim=-1)  # (B, N)
+        p_cache = torch.zeros_like(log_p).scatter_add_(1, self.values, w)  # (B, V)
+        lam = self.config.lam
+        mixed = torch.log((1 - lam) * log_p.exp() + lam * p_cache)
+        return torch.where(empty[:, None], log_p, mixed)
+
+    def push(self, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Record (hidden (B, H), the token that followed it (B,)) for every row."""
+        n = self.config.size
+        self.keys[:, self.head] = hidden.float()
+        self.values[:, self.head] = tokens.long()
+        self.head = (self.head + 1) % n
+        self.filled = torch.clamp(self.filled + 1, max=n)
+
+    def push_sequence(self, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
+        """A primer: hidden (T, H) after each of its tokens, ``tokens`` (T,) the token after each; the same
+        for every row."""
+        for t in range(max(0, hidden.shape[0] - self.config.size), hidden.shape[0]):
+            self.push(hidden[t].expand(self.keys.shape[0], -1), tokens[t].expand(self.keys.shape[0]))

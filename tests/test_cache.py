@@ -1,0 +1,101 @@
+"""The neural cache: exact when off, a large gain on a piece that repeats itself, sampling's bank agrees
+with whole-piece scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from composer.cache import CacheBank, CacheConfig, cached_nlls, fit_cache
+from composer.errors import ConfigError
+from composer.model import LSTMModel, ModelConfig
+
+
+def _model(vocab: int = 40, seed: int = 0) -> LSTMModel:
+    """An untrained model whose state depends strongly on recent tokens (large embeddings), so that equal
+    contexts give near-equal hidden states: what training gives a real model."""
+    torch.manual_seed(seed)
+    model = LSTMModel(ModelConfig(vocab_size=vocab, embed_dim=32, hidden_size=32, num_layers=2)).eval()
+    with torch.no_grad():
+        model.embed.weight.normal_(0.0, 3.0)
+    return model
+
+
+def _score(model: LSTMModel, tokens: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    with torch.no_grad():
+        out, _ = model.hidden(torch.as_tensor(tokens[None, :-1], dtype=torch.long))
+        lp = torch.log_softmax(model.project(out), dim=-1)[0]
+        tgt = torch.as_tensor(tokens[1:], dtype=torch.long)
+        return lp.gather(1, tgt[:, None])[:, 0].double().numpy(), out[0]
+
+
+def test_lambda_zero_is_the_plain_model_exactly() -> None:
+    model = _model()
+    tokens = np.random.default_rng(1).integers(3, 40, 300)
+    lp, hidden = _score(model, tokens)
+    nll = cached_nlls(lp, hidden, tokens, CacheConfig(theta=0.5, lam=0.0, size=64))
+    assert np.array_equal(nll, -lp)
+
+
+def test_cache_copies_a_verbatim_repeat() -> None:
+    """An untrained model knows nothing; the cache alone predicts the second half of an A A piece."""
+    model = _model()
+    half = np.random.default_rng(2).integers(3, 40, 400)
+    tokens = np.concatenate([[1], half, half])
+    lp, hidden = _score(model, tokens)
+    cfg = CacheConfig(theta=50.0, lam=0.7, size=1024)
+    nll = cached_nlls(lp, hidden, tokens, cfg)
+    second = slice(len(half) + 20, None)  # targets well inside the repeat
+    assert nll[second].mean() < 0.5 * (-lp[second]).mean()
+    # and far from the repeat (inside the first half) it cannot help much
+    assert nll[50:300].mean() > 0.8 * (-lp[50:300]).mean()
+
+
+def test_cache_size_bounds_what_is_seen() -> None:
+    """A repeat further back than the cache's size is out of its reach."""
+    model = _model()
+    half = np.random.default_rng(3).integers(3, 40, 300)
+    tokens = np.concatenate([[1], half, half])
+    lp, hidden = _score(model, tokens)
+    near = cached_nlls(lp, hidden, tokens, CacheConfig(theta=50.0, lam=0.7, size=400))
+    far = cached_nlls(lp, hidden, tokens, CacheConfig(theta=50.0, lam=0.7, size=100))
+    assert near[320:].mean() < far[320:].mean() - 0.5
+
+
+def test_fit_finds_a_cache_on_repetitive_music_and_none_on_noise() -> None:
+    model = _model()
+    rng = np.random.default_rng(4)
+    half = rng.integers(3, 40, 300)
+    rep = np.concatenate([[1], half, half, half])
+    fit = fit_cache([(*_score(model, rep), rep)], thetas=(5.0, 50.0), sizes=(256, 1024))
+    assert fit.config.lam > 0 and fit.nll_cache < fit.nll_model - 0.5
+    noise = rng.integers(3, 40, 900)
+    fit_noise = fit_cache([(*_score(model, noise), noise)], sizes=(256,))
+    assert fit_noise.nll_cache <= fit_noise.nll_model  # never worse: lam = 0 is in the grid
+
+
+def test_bank_matches_whole_piece_scoring() -> None:
+    """Token by token through CacheBank gives the same mixture probabilities as cached_nlls."""
+    model = _model()
+    tokens = np.concatenate([[1], np.tile(np.random.default_rng(5).integers(3, 40, 30), 4)])
+    cfg = CacheConfig(theta=1.0, lam=0.4, size=50)
+    lp, hidden = _score(model, tokens)
+    want = cached_nlls(lp, hidden, tokens, cfg)
+    bank = CacheBank(cfg, batch=2, hidden_size=32, vocab=40, device="cpu")
+    state = model.init_state(2)
+    got = []
+    with torch.no_grad():
+        for t in range(len(tokens) - 1):
+            x = torch.full((2,), int(tokens[t]), dtype=torch.long)
+            h, state = model.step_hidden(x, state)
+            mixed = bank.mix_logits(model.project(h), h)
+            got.append(-float(mixed[1, tokens[t + 1]]))
+            bank.push(h, torch.full((2,), int(tokens[t + 1]), dtype=torch.long))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [{"lam": 1.5}, {"theta": -1.0}, {"size": 0}, {"nope": 1}])
+def test_config_refuses_bad_values(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        CacheConfig.from_dict(bad)
