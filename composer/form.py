@@ -1,0 +1,201 @@
+"""Musical form: which bars come back, how far apart, and how much of a piece could be copied from its past.
+
+Two views, one on notes and one on tokens:
+
+* **Repeated bars.** A bar's *pattern* is the set of (onset within the bar, pitch, drum) of the notes that
+  start in it; its *shape* is the same with pitches taken relative to the bar's lowest pitched note, so a
+  sequence (the phrase again a step higher) matches too. ``bar_repeats`` gives the share of non-empty bars
+  whose pattern (shape) equals that of a bar at least ``min_lag`` bars earlier, and the profile by lag: for
+  lag L, the share of bars equal to the bar L before them. ``similarity_matrix`` is the bar-by-bar Jaccard
+  similarity of the patterns, for a picture of a song's form. ``is_loop`` tells a song that is one or two
+  bars over and over.
+* **Copyable share.** ``copyable_share`` is the share of tokens that copying from far back predicts: the
+  token that followed the most recent earlier occurrence of the same ``context``-token context, ending at
+  least ``distance`` tokens before. It is the ceiling of what a perfect copier of old material gains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from composer.midi import Score
+from composer.musicstats import bar_starts
+
+#: Bars per piece looked at (the pattern comparison is quadratic in bars for the matrix).
+MAX_BARS = 4096
+#: Bar lags in the repeat profile.
+PROFILE_LAGS = 32
+#: A song is a loop when its bars take at most this many distinct patterns ...
+LOOP_DISTINCT = 2
+#: ... over at least this many non-empty bars.
+LOOP_MIN_BARS = 8
+
+Pattern = frozenset[tuple[int, int, bool]]
+
+
+def bar_patterns(score: Score, relative: bool = False) -> list[Pattern]:
+    """One pattern per bar from the first bar to the last note's bar (empty bars give an empty set)."""
+    rows = [(n.start, n.pitch, inst.is_drum) for inst in score.instruments for n in inst.notes]
+    if not rows:
+        return []
+    start = np.array([r[0] for r in rows], dtype=np.int64)
+    pitch = np.array([r[1] for r in rows], dtype=np.int64)
+    drum = np.array([r[2] for r in rows], dtype=bool)
+    bars = bar_starts(score, int(start.max()))
+    bar_of = np.searchsorted(bars, start, side="right") - 1
+    n_bars = min(int(bar_of.max()) + 1, MAX_BARS)
+    cells: list[set[tuple[int, int, bool]]] = [set() for _ in range(n_bars)]
+    offsets = start - bars[bar_of]
+    for b, off, p, d in zip(bar_of.tolist(), offsets.tolist(), pitch.tolist(), drum.tolist()):
+        if b < n_bars:
+            cells[b].add((off, p, d))
+    if relative:
+        out = []
+        for c in cells:
+            pitched = [p for _, p, d in c if not d]
+            base = min(pitched) if pitched else 0
+            out.append(frozenset((o, p if d else p - base, d) for o, p, d in c))
+        return out
+    return [frozenset(c) for c in cells]
+
+
+@dataclass
+class BarRepeats:
+    """How a piece repeats its bars (see the module docstring)."""
+
+    bars: int  # non-empty bars
+    exact: float | None  # share of non-empty bars equal to a bar >= min_lag earlier
+    transposed: float | None  # the same, up to transposition
+    profile: list[float | None] = field(default_factory=list)  # index L-1: share equal to the bar L before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bars": self.bars,
+            "exact": self.exact,
+            "transposed": self.transposed,
+            "profile": self.profile,
+        }
+
+
+def _repeat_share(patterns: Sequence[Pattern], min_lag: int) -> float | None:
+    first_seen: dict[Pattern, int] = {}
+    hits = total = 0
+    for b, pat in enumerate(patterns):
+        if not pat:
+            continue
+        total += 1
+        earliest = first_seen.setdefault(pat, b)
+        if earliest <= b - min_lag:
+            hits += 1
+    return hits / total if total else None
+
+
+def bar_repeats(score: Score, min_lag: int = 4, lags: int = PROFILE_LAGS) -> BarRepeats:
+    """Repeated-bar shares at a distance of at least ``min_lag`` bars, and the profile by lag."""
+    exact = bar_patterns(score)
+    shape = bar_patterns(score, relative=True)
+    profile: list[float | None] = []
+    for lag in range(1, lags + 1):
+        pairs = [(exact[b], exact[b - lag]) for b in range(lag, len(exact)) if exact[b] and exact[b - lag]]
+        profile.append(sum(a == b for a, b in pairs) / len(pairs) if pairs else None)
+    return BarRepeats(
+        bars=sum(1 for p in exact if p),
+        exact=_repeat_share(exact, min_lag),
+        transposed=_repeat_share(shape, min_lag),
+        profile=profile,
+    )
+
+
+def is_loop(score: Score) -> bool:
+    """One or two bars over and over: a degenerate song."""
+    pats = [p for p in bar_patterns(score) if p]
+    return len(pats) >= LOOP_MIN_BARS and len(set(pats)) <= LOOP_DISTINCT
+
+
+def similarity_matrix(score: Score, max_bars: int = 512) -> np.ndarray:
+    """(bars, bars) Jaccard similarity of the bars' note patterns (1 on the diagonal of non-empty bars)."""
+    pats = bar_patterns(score)[:max_bars]
+    n = len(pats)
+    m = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(i + 1):
+            a, b = pats[i], pats[j]
+            union = len(a | b)
+            m[i, j] = m[j, i] = len(a & b) / union if union else 0.0
+    return m
+
+
+@dataclass
+class FormSummary:
+    """Bar repeats pooled over a set of pieces (means over the pieces that have bars)."""
+
+    pieces: int
+    exact: float | None
+    transposed: float | None
+    profile: list[float | None]
+    loops: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pieces": self.pieces,
+            "exact": self.exact,
+            "transposed": self.transposed,
+            "profile": self.profile,
+            "loops": self.loops,
+        }
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def form_summary(scores: Sequence[Score], min_lag: int = 4, lags: int = PROFILE_LAGS) -> FormSummary:
+    reps = [bar_repeats(s, min_lag, lags) for s in scores]
+    return FormSummary(
+        pieces=len(scores),
+        exact=_mean([r.exact for r in reps]),
+        transposed=_mean([r.transposed for r in reps]),
+        profile=[_mean([r.profile[k] for r in reps]) for k in range(lags)],
+        loops=sum(is_loop(s) for s in scores),
+    )
+
+
+def copyable_share(
+    ids: np.ndarray, distance: int, context: int = 12, min_position: int = 0
+) -> tuple[int, int]:
+    """(tokens a far copier predicts, tokens looked at) over positions >= max(min_position, context).
+
+    At position t the copier finds the most recent j <= t - distance whose preceding ``context`` tokens
+    equal the ``context`` tokens before t, and predicts ids[j]. No such j: no prediction (a miss).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n <= context:
+        return 0, 0
+    # one 64-bit key per context window ending before position t (ids[t-context:t])
+    win = np.lib.stride_tricks.sliding_window_view(ids, context)[: n - context]  # row k: ids[k:k+context]
+    keys = [hash(row.tobytes()) for row in win]
+    seen: dict[int, list[int]] = {}
+    hits = total = 0
+    lo = max(min_position, context)
+    pending = 0  # next position t whose context may be indexed
+    for t in range(context, n):
+        # index every position j <= t - distance (its context ends at j - 1)
+        while pending <= t - distance:
+            if pending >= context:
+                seen.setdefault(keys[pending - context], []).append(pending)
+            pending += 1
+        if t < lo:
+            continue
+        total += 1
+        cands = seen.get(keys[t - context])  # every one is <= t - distance, most recent last
+        if cands:
+            j = cands[-1]
+            if ids[j] == ids[t] and np.array_equal(ids[j - context : j], ids[t - context : t]):
+                hits += 1
+    return hits, total
