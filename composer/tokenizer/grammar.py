@@ -2,10 +2,14 @@
 
 The masks admit exactly the sequences the encoder writes (its canonical order), so a sampled sequence
 decodes to valid music and re-encodes to itself. For ``beat``: a TIME_SIGNATURE only right after a BAR,
-positions strictly increasing inside a bar and inside it, notes at a position ordered by program then
-pitch, DURATION only after PITCH (or after a maximal DURATION, which chains), TEMPO only right after a
-POSITION. For ``performance``: a NOTE_OFF only for a sounding note, NOTE_OFFs before NOTE_ONs at one
-instant and each in pitch order, VELOCITY and PROGRAM only when they change and right before a note event.
+positions strictly increasing inside a bar, notes at a position ordered by program, then pitch, then
+duration (a unison, two notes of one program and pitch at one position, comes shorter first), DURATION
+only after PITCH (or after a maximal DURATION, which chains), TEMPO only right after a POSITION. For
+``performance``: a NOTE_OFF only for a sounding note, every NOTE_OFF before every NOTE_ON at one instant
+and each in (program, pitch) order, a pitch repeating where two notes of it start or end together (a
+sounding pitch may start again: same-pitch notes pair first-in-first-out), VELOCITY and PROGRAM only when
+they change and right before a note event. The one exception is the performance polyphony cap
+(``MAX_POLYPHONY``): more notes sounding at once are valid data the sampler never writes.
 
 Each row of a batch keeps a small state; ``mask()`` builds the allowed set from precomputed per-kind
 masks plus a few slices, so the per-token cost is tiny and the same however long the piece.
@@ -127,6 +131,9 @@ class _BeatRow:
     vel: int = -1
     pos_prog: int = -1  # program of the last note at this position
     pos_pitch: int = -1  # pitch of the last note of pos_prog at this position
+    note_dur: int = 0  # grid steps of the last note so far (its DURATIONs summed)
+    dur_floor: int = 0  # the least total duration the note being written may have (a unison's order)
+    vel_unison: bool = True  # whether the note after this VELOCITY may be a unison (not once ending)
     seconds: float = 0.0
     sec_per_step: float = 0.0
     notes: int = 0
@@ -190,13 +197,15 @@ class BeatGrammar(Grammar):
                 m[self.tok.eos_id] = True
         elif last == "PROGRAM":
             self._velocity_or_pitch(r, m)
-        elif last == "VELOCITY":
-            self._pitches(r, m)
+        elif last == "VELOCITY":  # its note (a unison if one was allowed when the VELOCITY came)
+            self._pitches(r, m, self._pitch_floor(r, unison=r.vel_unison))
         elif last == "PITCH":
-            m |= self.m_dur
+            self._durations(r, m)
         elif last == "DURATION":
-            if r.last_value == self.max_dur:  # a maximal duration may chain
-                m |= self.m_dur
+            if r.last_value == self.max_dur:  # a maximal duration may chain ...
+                self._durations(r, m)
+                if r.note_dur < r.dur_floor:  # ... and must, while the note is shorter than its unison
+                    return m
             self._note_start(r, m)
             self._after_event(r, m)
             m[self.tok.eos_id] = True
@@ -219,21 +228,40 @@ class BeatGrammar(Grammar):
             m[self.o_prog + r.prog] = False
             self._velocity_or_pitch(r, m)
 
+    def _durations(self, r: _BeatRow, m: np.ndarray) -> None:
+        """The next DURATION of a note: a unison's notes (one program, pitch and position) never get shorter.
+
+        The encoder writes them ordered by total duration, so the note must reach ``dur_floor``: a
+        DURATION that would end it short is masked, and so is ending it after a maximal one (see row_mask).
+        """
+        need = r.dur_floor - r.note_dur
+        if need > self.max_dur:
+            m[self.o_dur + self.max_dur - 1] = True
+        else:
+            m[self.o_dur + max(need, 1) - 1 : self.o_dur + self.max_dur] = True
+
     def _velocity_or_pitch(self, r: _BeatRow, m: np.ndarray) -> None:
-        if self._pitch_floor(r) > self.pitch_min + self.n_pitch - 1:
+        floor = self._pitch_floor(r, unison=not r.ending)
+        if floor > self.pitch_min + self.n_pitch - 1:
             return  # no pitch left at this position for this program
         n_vel = self.vocab.range("VELOCITY").size
         m[self.o_vel : self.o_vel + n_vel] = True
         if r.vel >= 0:
             m[self.o_vel + r.vel] = False
-            self._pitches(r, m)
+            self._pitches(r, m, floor)
 
-    def _pitch_floor(self, r: _BeatRow) -> int:
-        """Lowest pitch allowed next: notes at one position rise in pitch within a program."""
-        return r.pos_pitch + 1 if r.pos_prog == r.prog and r.pos_pitch >= 0 else self.pitch_min
+    def _pitch_floor(self, r: _BeatRow, unison: bool) -> int:
+        """Lowest pitch allowed next: notes at one position never fall in pitch within a program.
 
-    def _pitches(self, r: _BeatRow, m: np.ndarray) -> None:
-        lo = self._pitch_floor(r)
+        The same pitch again is a unison (two voices on one note), ordered by duration (``_durations``);
+        once the end is requested no new one is begun (``unison=False``), so that an ending piece cannot
+        stack notes on one pitch for ever.
+        """
+        if r.pos_prog != r.prog or r.pos_pitch < 0:
+            return self.pitch_min
+        return r.pos_pitch if unison else r.pos_pitch + 1
+
+    def _pitches(self, r: _BeatRow, m: np.ndarray, lo: int) -> None:
         m[self.o_pitch + lo - self.pitch_min : self.o_pitch + self.n_pitch] = True
 
     def _step(self, r: _BeatRow, t: int) -> None:
@@ -260,9 +288,15 @@ class BeatGrammar(Grammar):
             r.prog = val
         elif kind == "VELOCITY":
             r.vel = val
+            r.vel_unison = not r.ending
         elif kind == "PITCH":
+            unison = r.pos_prog == r.prog and r.pos_pitch == val
+            r.dur_floor = r.note_dur if unison else 0
+            r.note_dur = 0
             r.pos_prog, r.pos_pitch = r.prog, val
             r.notes += 1
+        elif kind == "DURATION":
+            r.note_dur += val
         elif kind == "PAD":
             return
         r.last, r.last_value = kind, val
@@ -279,7 +313,8 @@ class _PerfRow:
     prog: int = -1
     vel: int = -1
     steps: int = 0
-    sounding: np.ndarray = field(default_factory=lambda: np.zeros((129, 128), dtype=bool))
+    # notes sounding per (program, pitch): same-pitch notes may overlap, so a count
+    sounding: np.ndarray = field(default_factory=lambda: np.zeros((129, 128), dtype=np.int32))
     n_sounding: int = 0
     # at the current instant: whether a NOTE_ON came yet, and the last (program, pitch) key emitted
     instant_on: bool = False
@@ -332,13 +367,14 @@ class PerformanceGrammar(Grammar):
             m |= self.m_shift  # long gaps chain maximal shifts; when ending, only to reach a note-off
         if r.prog >= 0:
             self._note_events(r, m, r.prog)
-        # another program, if its events still fit the order at this instant
-        lo = max(r.instant_key // 128, 0)
+        # another program, if its events still fit the order at this instant: NOTE_ONs of any program
+        # may follow the NOTE_OFFs, but once NOTE_ONs began, only programs from the current one up
+        lo = r.instant_key // 128 if r.instant_on else 0
         m[self.o_prog + lo : self.o_prog + 129] = True
         if r.prog >= 0:
             m[self.o_prog + r.prog] = False
         if r.ending or r.n_sounding >= MAX_POLYPHONY:  # only programs that can close a note now
-            can_close = r.sounding.any(axis=1)
+            can_close = (r.sounding > 0).any(axis=1)
             if r.instant_on:
                 can_close[:] = False
             elif r.instant_key >= 0:
@@ -348,15 +384,25 @@ class PerformanceGrammar(Grammar):
             m[self.tok.eos_id] = True  # the encoder ends on the last note-off, never on silence
         return m
 
+    @staticmethod
+    def _key_floor(r: _PerfRow, prog: int) -> int:
+        """Lowest pitch of ``prog`` the next event of this instant's phase may have (128: none).
+
+        Events at an instant come in (program, pitch) order; a pitch may repeat (a unison's two
+        NOTE_ONs, or the NOTE_OFFs of two same-pitch notes ending together).
+        """
+        if r.instant_key < prog * 128:
+            return 0
+        return min(r.instant_key - prog * 128, 128)
+
     def _note_events(self, r: _PerfRow, m: np.ndarray, prog: int, after_program: bool = False) -> None:
         """NOTE_OFFs of sounding notes first at an instant, then VELOCITY/NOTE_ON; each in key order."""
         closing = False
         if not r.instant_on:
-            lo = r.instant_key - prog * 128 + 1 if r.instant_key >= prog * 128 else 0
+            lo = self._key_floor(r, prog)
             if lo < 128:
-                sounding = r.sounding[prog].copy()
-                sounding[:lo] = False
-                offs = sounding[self.pitch_min : self.pitch_min + self.n_pitch]
+                offs = r.sounding[prog, self.pitch_min : self.pitch_min + self.n_pitch] > 0
+                offs[: max(lo - self.pitch_min, 0)] = False
                 m[self.o_off : self.o_off + self.n_pitch] = offs
                 closing = bool(offs.any())
         if r.ending and (closing or not after_program):
@@ -375,20 +421,22 @@ class PerformanceGrammar(Grammar):
         if r.instant_key < 0:
             return True
         prog, pitch = divmod(r.instant_key, 128)
-        return bool(r.sounding[prog, pitch + 1 :].any() or r.sounding[prog + 1 :].any())
+        return bool((r.sounding[prog, pitch:] > 0).any() or (r.sounding[prog + 1 :] > 0).any())
 
     def _note_ons(self, r: _PerfRow, m: np.ndarray, prog: int, ignore_velocity: bool = False) -> bool:
-        """Allow the NOTE_ONs that may come next; whether there is any."""
+        """Allow the NOTE_ONs that may come next; whether there is any.
+
+        A sounding pitch may start again (the encoder writes overlapping same-pitch notes, which pair
+        first-in-first-out), so only the key order and the polyphony cap limit them.
+        """
         if r.vel < 0 and not ignore_velocity:
             return False
-        lo = r.instant_key - prog * 128 + 1 if r.instant_on and r.instant_key >= prog * 128 else 0
-        if lo >= 128 or r.n_sounding >= MAX_POLYPHONY:
+        lo = self._key_floor(r, prog) if r.instant_on else 0
+        lo = max(lo - self.pitch_min, 0)
+        if lo >= self.n_pitch or r.n_sounding >= MAX_POLYPHONY:
             return False
-        free = ~r.sounding[prog]
-        free[:lo] = False
-        free = free[self.pitch_min : self.pitch_min + self.n_pitch]
-        m[self.o_on : self.o_on + self.n_pitch] = free
-        return bool(free.any())
+        m[self.o_on + lo : self.o_on + self.n_pitch] = True
+        return True
 
     def _step(self, r: _PerfRow, t: int) -> None:
         kind, val = self._kind_value(t)
@@ -403,16 +451,17 @@ class PerformanceGrammar(Grammar):
         elif kind == "VELOCITY":
             r.vel = val
         elif kind == "NOTE_ON":
-            if not r.sounding[r.prog, val]:
-                r.sounding[r.prog, val] = True
-                r.n_sounding += 1
+            p = r.prog
+            r.sounding[p, val] += 1
+            r.n_sounding += 1
             r.notes += 1
-            r.instant_on, r.instant_key = True, r.prog * 128 + val
+            r.instant_on, r.instant_key = True, p * 128 + val
         elif kind == "NOTE_OFF":
-            if r.sounding[max(r.prog, 0), val]:
-                r.sounding[r.prog, val] = False
+            p = max(r.prog, 0)
+            if r.sounding[p, val]:
+                r.sounding[r.prog, val] -= 1
                 r.n_sounding -= 1
-            r.instant_key = max(r.prog, 0) * 128 + val
+            r.instant_key = p * 128 + val
         elif kind == "PAD":
             return
         r.last, r.last_value = kind, val
