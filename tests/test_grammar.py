@@ -120,3 +120,22 @@ def test_strict_advance_rejects_a_token_the_mask_forbids():
     with pytest.raises(TokenError, match="PITCH_60 is not allowed here"):
         g.advance(state, np.array([tok.vocab.id("PITCH_60")]))
     g.advance(state, np.array([tok.vocab.id("PITCH_60")]), strict=False)  # primers may be lenient
+
+
+def test_lenient_notes_before_any_program_are_program_0_as_the_decoder_reads_them():
+    """A primer's note events before any PROGRAM: the grammar keeps them where the decoder does."""
+    tok = TOKENIZERS["performance"]
+    g = tok.grammar()
+    state = g.start(1)
+    toks = ["NOTE_ON_60", "NOTE_ON_62", "TIME_SHIFT_10", "NOTE_OFF_60"]
+    for t in tok.tokens_to_ids(toks):
+        g.advance(state, np.array([t]), strict=False)
+    row = state.rows[0]
+    assert row.n_sounding == 1 and row.sounding[0, 62] == 1 and row.sounding.sum() == 1  # not the drums row
+    assert [n.pitch for i in tok.decode(tok.tokens_to_ids(["BOS", *toks])).instruments for n in i.notes] == [
+        60, 62
+    ]  # fmt: skip
+    # the sampler may now close the note that sounds, and only that one
+    g.advance(state, tok.tokens_to_ids(["PROGRAM_0"]))
+    mask = state.mask()[0]
+    assert mask[tok.vocab.id("NOTE_OFF_62")] and not mask[tok.vocab.id("NOTE_OFF_60")]

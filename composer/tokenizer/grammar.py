@@ -353,7 +353,7 @@ class PerformanceGrammar(Grammar):
             return self.pad_only
         m = self._mask()
         if r.last == "VELOCITY":  # a velocity is followed by its note
-            self._note_ons(r, m, r.prog)
+            self._note_ons(r, m, _program(r))
             return m
         if r.last == "PROGRAM":  # a program change is followed by a note event
             self._note_events(r, m, r.prog, after_program=True)
@@ -451,20 +451,25 @@ class PerformanceGrammar(Grammar):
         elif kind == "VELOCITY":
             r.vel = val
         elif kind == "NOTE_ON":
-            p = r.prog
+            p = _program(r)
             r.sounding[p, val] += 1
             r.n_sounding += 1
             r.notes += 1
             r.instant_on, r.instant_key = True, p * 128 + val
         elif kind == "NOTE_OFF":
-            p = max(r.prog, 0)
+            p = _program(r)
             if r.sounding[p, val]:
-                r.sounding[r.prog, val] -= 1
+                r.sounding[p, val] -= 1
                 r.n_sounding -= 1
             r.instant_key = p * 128 + val
         elif kind == "PAD":
             return
         r.last, r.last_value = kind, val
+
+
+def _program(r: _PerfRow) -> int:
+    """The program note events apply to: before any PROGRAM (a lenient primer), 0, as the decoder reads it."""
+    return r.prog if r.prog >= 0 else 0
 
 
 def grammar_for(tokenizer: Tokenizer) -> Grammar:
