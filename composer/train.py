@@ -223,17 +223,84 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)  # this invocation's per-step train losses
 
 
-def get_lr(step: int, config: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine to ``min_lr``."""
-    peak, final = config.peak_lr, config.final_lr
-    if step < config.warmup_steps:
-        return peak * (step + 1) / (config.warmup_steps + 1)
-    decay_steps = config.lr_decay_steps or config.max_steps
-    if step >= decay_steps:
-        return final
-    ratio = (step - config.warmup_steps) / max(1, decay_steps - config.warmup_steps)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
-    return final + coeff * (peak - final)
+@dataclass(frozen=True)
+class LRSegment:
+    """One phase of the learning-rate schedule, from optimizer step ``start`` (0-based) on.
+
+    ``warmup`` steps of linear warm-up to ``peak`` (the first phase only), then a cosine from ``peak`` down
+    to ``final`` at step ``end``, and ``final`` after it. A run starts with one phase (``initial_schedule``);
+    a resume that changes the plan starts another at the step it resumes at (``extend_schedule``). The
+    phases are saved in the checkpoint, so the rate is a function of the run, not of the latest settings.
+    """
+
+    start: int
+    end: int
+    peak: float
+    final: float
+    warmup: int = 0
+
+    def lr(self, step: int) -> float:
+        k = step - self.start
+        if k < self.warmup:
+            return self.peak * (k + 1) / (self.warmup + 1)
+        if step >= self.end:
+            return self.final
+        ratio = (k - self.warmup) / max(1, self.end - self.start - self.warmup)
+        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+        return self.final + coeff * (self.peak - self.final)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LRSegment:
+        start, end, warmup = int(data["start"]), int(data["end"]), int(data.get("warmup", 0))
+        return cls(start, end, float(data["peak"]), float(data["final"]), warmup)
+
+
+def _decay_end(config: TrainConfig) -> int:
+    return config.lr_decay_steps or config.max_steps
+
+
+def initial_schedule(config: TrainConfig) -> list[LRSegment]:
+    """A new run's schedule: linear warm-up, then cosine to ``min_lr`` at ``lr_decay_steps`` (or the end)."""
+    return [LRSegment(0, _decay_end(config), config.peak_lr, config.final_lr, config.warmup_steps)]
+
+
+def _plan(config: TrainConfig) -> tuple[float, float, int, int]:
+    return config.peak_lr, config.final_lr, config.warmup_steps, _decay_end(config)
+
+
+def extend_schedule(
+    schedule: list[LRSegment], step: int, old: TrainConfig, new: TrainConfig
+) -> list[LRSegment]:
+    """The schedule a run planned with ``old`` continues with at ``step`` under ``new`` settings.
+
+    Unchanged settings keep the schedule. Otherwise the rate stays continuous: during the first warm-up the
+    first phase is planned afresh with the new settings (with the same peak and warm-up, the rate up to
+    ``step`` is the same); after it a new phase starts at ``step``, a cosine from the rate in force there to
+    the new ``min_lr`` at the new end, with no second warm-up. A finished run extended thus stays at its
+    floor unless ``min_lr`` is lowered. A new ``lr`` scales the rate in force by new / old peak, as it
+    scales the whole of a new run's schedule.
+    """
+    if _plan(old) == _plan(new):
+        return list(schedule)
+    first = schedule[0]
+    if len(schedule) == 1 and step <= first.start + first.warmup:
+        return initial_schedule(new)
+    scale = new.peak_lr / old.peak_lr if old.peak_lr > 0 else 1.0
+    rate = get_lr(step, old, schedule) * scale
+    return [*(s for s in schedule if s.start < step), LRSegment(step, _decay_end(new), rate, new.final_lr)]
+
+
+def get_lr(step: int, config: TrainConfig, schedule: list[LRSegment] | None = None) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) under ``schedule`` (default: a new run's)."""
+    segments = schedule or initial_schedule(config)
+    current = segments[0]
+    for seg in segments[1:]:
+        if seg.start <= step:
+            current = seg
+    return current.lr(step)
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -623,6 +690,7 @@ class _Run:
         self.skipped = 0
         self.elapsed_before = 0.0  # wall-clock seconds of the invocations this one continues
         self.started = time.perf_counter()
+        self.schedule = initial_schedule(config)
         self.state: State = self.model.init_state(config.batch_size, device)
         if raw is not None:
             self._restore(raw, say)
@@ -655,6 +723,13 @@ class _Run:
             streams = ts["streams"]
             why = None
             saved_config = raw.meta.get("train_config", {})
+            old = TrainConfig.from_dict(saved_config)
+            saved = ts.get("lr_schedule")  # absent in checkpoints written before schedules were saved
+            schedule = [LRSegment.from_dict(s) for s in saved] if saved else initial_schedule(old)
+            self.schedule = extend_schedule(schedule, self.step, old, self.config)
+            if self.schedule != schedule:
+                seg, now = self.schedule[-1], get_lr(self.step, self.config, self.schedule)
+                say(f"learning rate from step {self.step}: {now:.3g}, to {seg.final:.3g} at step {seg.end}")
             if raw.meta.get("corpus", {}).get("fingerprint") != self.corpus.fingerprint:
                 why = "the corpus changed"
             elif saved_config.get("batch_size") != self.config.batch_size:
@@ -795,6 +870,7 @@ class _Run:
             "evals_since_best": self.evals_since_best,
             "skipped_steps": self.skipped,
             "elapsed_s": self.elapsed_s,
+            "lr_schedule": [seg.to_dict() for seg in self.schedule],
             "streams": streams,
         }
         meta = {
@@ -872,7 +948,7 @@ def _train(
         with stopper, out_of_memory_as(_oom_message(config)):
             while run.step < config.max_steps:
                 t0 = time.perf_counter()
-                lr = get_lr(run.step, config)
+                lr = get_lr(run.step, config, run.schedule)
                 s = run.train_step(lr, stop_vote=lambda: stopper.requested or (is_main and out_of_time()))
                 dt = time.perf_counter() - t0
                 train_time += dt

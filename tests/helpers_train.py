@@ -86,3 +86,10 @@ def metrics_losses(path: Path) -> dict[int, float]:
     from composer.metrics import read_metrics
 
     return {int(r["step"]): float(r["train_loss"]) for r in read_metrics(path) if r["train_loss"]}
+
+
+def metrics_rates(path: Path) -> dict[int, float]:
+    """Step -> the learning rate that step was taken with, from ``metrics.csv``."""
+    from composer.metrics import read_metrics
+
+    return {int(r["step"]): float(r["lr"]) for r in read_metrics(path) if r["lr"]}

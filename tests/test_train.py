@@ -23,8 +23,8 @@ from composer.device import out_of_memory_as
 from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
-from composer.train import TrainConfig, _oom_message, get_lr, train
-from tests.helpers_train import build_tiny_corpus, metrics_losses, tiny_config
+from composer.train import TrainConfig, _oom_message, extend_schedule, get_lr, initial_schedule, train
+from tests.helpers_train import build_tiny_corpus, metrics_losses, metrics_rates, tiny_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -281,6 +281,90 @@ def test_resume_follows_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Pat
     # resume with no config uses the stored one; nothing left to do
     again = train(corpus, tmp_path / "part", resume=True, progress=False, plot=False)
     assert again.steps == 16 and again.train_losses == []
+
+
+def test_extending_a_finished_run_continues_the_learning_rate_and_the_loss(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A finished run resumed with a larger --max-steps must not re-stretch the cosine from the peak."""
+    cfg = tiny_config(max_steps=24, eval_every=12, lr=2e-2, min_lr=1e-3, warmup_steps=2)
+    run = tmp_path / "run"
+    train(corpus, run, cfg, progress=False, plot=False)
+    said: list[str] = []
+    longer = cfg.replace(max_steps=36, eval_every=1)
+    train(corpus, run, longer, resume=True, progress=False, plot=False, log=said.append)
+    rows = read_metrics(run / "metrics.csv")
+    lrs = metrics_rates(run / "metrics.csv")
+    assert sorted(lrs) == list(range(1, 37))
+    assert lrs[24] == pytest.approx(get_lr(23, cfg))  # the last step of the finished schedule
+    # the extension carries on at the floor the schedule reached (nothing is left to decay), no jump
+    assert [lrs[s] for s in range(25, 37)] == [pytest.approx(1e-3)] * 12
+    val = {int(r["step"]): float(r["val_loss"]) for r in rows if r["val_loss"]}
+    assert abs(val[25] - val[24]) < 0.01, (val[24], val[25])  # re-stretched, one step moved it 0.02
+    assert any("learning rate from step 24: 0.001" in m for m in said), said
+
+
+def test_extending_a_run_stopped_mid_schedule_decays_from_the_rate_in_force(
+    corpus: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(max_steps=20, eval_every=10, lr=2e-2, min_lr=1e-3, warmup_steps=2)
+
+    def ctrl_c_at_7(step: int, loss: float, model: torch.nn.Module) -> None:
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # stops after step 8, as --max-minutes would
+
+    run = tmp_path / "run"
+    assert train(corpus, run, cfg, progress=False, plot=False, on_step=ctrl_c_at_7).steps == 8
+    longer = cfg.replace(max_steps=40)
+    train(corpus, run, longer, resume=True, progress=False, plot=False)
+    lrs = metrics_rates(run / "metrics.csv")
+    assert lrs[9] == pytest.approx(get_lr(8, cfg))  # step 9 uses the rate the first plan had for it
+    tail = [lrs[s] for s in range(9, 41)]
+    assert all(a > b for a, b in zip(tail, tail[1:], strict=False))  # one smooth decay ...
+    assert tail[-1] == pytest.approx(1e-3, rel=0.05) and lrs[20] > get_lr(19, cfg)  # ... stretched to step 40
+
+    # the new plan is saved with the run: stopped again and resumed, it follows the same curve exactly
+    def ctrl_c_at_20(step: int, loss: float, model: torch.nn.Module) -> None:
+        if step == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = tmp_path / "part"
+    train(corpus, part, cfg, progress=False, plot=False, on_step=ctrl_c_at_7)
+    res = train(corpus, part, longer, resume=True, progress=False, plot=False, on_step=ctrl_c_at_20)
+    assert res.steps == 21
+    train(corpus, part, longer, resume=True, progress=False, plot=False)
+    again = metrics_rates(part / "metrics.csv")
+    assert sorted(again) == list(range(1, 41))
+    np.testing.assert_allclose([again[s] for s in range(1, 41)], [lrs[s] for s in range(1, 41)], rtol=1e-12)
+    a, b = metrics_losses(run / "metrics.csv"), metrics_losses(part / "metrics.csv")
+    np.testing.assert_allclose(
+        [b[s] for s in range(1, 41)], [a[s] for s in range(1, 41)], rtol=1e-6, atol=1e-7
+    )
+
+
+def test_lr_schedule_segments_are_continuous_and_follow_the_saved_plan() -> None:
+    cfg = TrainConfig(lr=1e-2, min_lr=1e-3, warmup_steps=10, max_steps=110)
+    plan = initial_schedule(cfg)
+    assert [get_lr(s, cfg, plan) for s in range(130)] == [get_lr(s, cfg) for s in range(130)]
+    # finished, then extended: stays at the floor, since nothing is left to decay
+    done = extend_schedule(plan, 110, cfg, cfg.replace(max_steps=300))
+    assert [get_lr(s, cfg, done) for s in (110, 200, 299)] == [pytest.approx(1e-3)] * 3
+    # mid-way, then extended: a new cosine from the rate in force down to min_lr at the new end
+    mid = extend_schedule(plan, 60, cfg, cfg.replace(max_steps=300))
+    assert len(mid) == 2 and get_lr(60, cfg, mid) == pytest.approx(get_lr(60, cfg))
+    assert get_lr(59, cfg, mid) == get_lr(59, cfg) and get_lr(300, cfg, mid) == pytest.approx(1e-3)
+    # a lower floor decays further from where the rate is
+    lower = extend_schedule(plan, 110, cfg, cfg.replace(min_lr=1e-4, max_steps=210))
+    assert get_lr(110, cfg, lower) == pytest.approx(1e-3) and get_lr(210, cfg, lower) == pytest.approx(1e-4)
+    # still warming up: the warm-up carries on to the same peak, the cosine just ends later
+    warm = extend_schedule(plan, 5, cfg, cfg.replace(max_steps=300))
+    assert get_lr(5, cfg, warm) == get_lr(5, cfg) and get_lr(10, cfg, warm) == pytest.approx(1e-2)
+    assert get_lr(155, cfg, warm) == pytest.approx((1e-2 + 1e-3) / 2)
+    # an explicit new --lr scales the rate in force by the same factor
+    halved = extend_schedule(plan, 60, cfg, cfg.replace(lr=5e-3, min_lr=5e-4))
+    assert get_lr(60, cfg, halved) == pytest.approx(get_lr(60, cfg) / 2)
+    # unchanged settings keep the plan as it is (what an exact resume needs)
+    assert extend_schedule(mid, 80, cfg.replace(max_steps=300), cfg.replace(max_steps=300)) == mid
 
 
 def test_resume_with_other_augmentation_settings_restarts_the_data_order(
