@@ -139,3 +139,24 @@ def test_lenient_notes_before_any_program_are_program_0_as_the_decoder_reads_the
     g.advance(state, tok.tokens_to_ids(["PROGRAM_0"]))
     mask = state.mask()[0]
     assert mask[tok.vocab.id("NOTE_OFF_62")] and not mask[tok.vocab.id("NOTE_OFF_60")]
+
+
+@pytest.mark.parametrize("qpm", [27.5, 90.0, 120.0])
+def test_beat_grammar_counts_seconds_at_the_tempo_the_decoded_file_has(tmp_path, qpm):
+    """--seconds stops on the grammar's clock: it must be the decoded song's, rounded tempo labels and all."""
+    from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, read_midi, write_midi
+
+    tok = TOKENIZERS["beat"]
+    notes = [Note(60, 80, i * 480, i * 480 + 240) for i in range(16)]
+    score = Score(480, [Instrument(0, False, "", notes)], [TempoChange(0, qpm), TempoChange(6 * 480, 200.0)],
+                  [TimeSignature(0, 4, 4)])  # fmt: skip
+    ids = tok.encode(score)[0]
+    g = tok.grammar()
+    state = g.start(1)
+    for t in ids[1:]:
+        g.advance(state, np.array([t]))
+    write_midi(tok.decode(ids), tmp_path / "song.mid")
+    song = read_midi(tmp_path / "song.mid")
+    last_onset = max(n.start for i in song.instruments for n in i.notes)
+    # the file stores whole microseconds per quarter: equal to well within a millisecond
+    assert state.seconds[0] == pytest.approx(float(song.ticks_to_seconds([last_onset])[0]), rel=1e-6)

@@ -332,3 +332,15 @@ def test_property_performance_round_trip(notes, tpq, tempos):
     score = _score_from(notes, tpq, tempos, (4, 4))
     ids, _ = PERF.encode(score)
     _perf_check(score, PERF.decode(ids), PERF)
+
+
+def test_tempo_bins_are_found_on_the_geometric_grid_and_decode_to_their_labels():
+    """Binning is unchanged (corpora stay valid); each bin's tempo is its label, what a decoded file has."""
+    # 28.3 bpm lies between the grid's 27.51 and 28.73 (labels 28 and 29), nearer 28.73 on a log scale
+    assert BEAT.vocab.token(BEAT.vocab.offset("TEMPO") + BEAT.tempo_bin(28.3)) == "TEMPO_29"
+    assert BEAT.vocab.token(BEAT.vocab.offset("TEMPO") + BEAT.tempo_bin(28.0)) == "TEMPO_28"
+    labels = [t.removeprefix("TEMPO_") for t in BEAT.vocab.tokens if t.startswith("TEMPO_")]
+    assert BEAT.tempo_values.tolist() == [float(lab) for lab in labels]
+    assert [BEAT.tempo_of_bin(b) for b in range(len(labels))] == BEAT.tempo_values.tolist()
+    score = Score(TPQ, [Instrument(0, False, "", [Note(60, 64, 0, TPQ)])], [TempoChange(0, 28.3)])
+    assert BEAT.decode(BEAT.encode(score)[0]).tempos == [TempoChange(0, 29.0)]

@@ -56,8 +56,11 @@ class BeatTokenizer(Tokenizer):
             int(np.ceil(steps * np.log2(c.tempo_min / 120))),
             int(np.floor(steps * np.log2(c.tempo_max / 120))) + 1,
         )
-        self.tempo_values = 120.0 * 2.0 ** (k / steps)
-        self._tempo_labels = tuple(_unique_labels(self.tempo_values))
+        self._tempo_grid = 120.0 * 2.0 ** (k / steps)  # where a file's tempo is binned
+        self._tempo_labels = tuple(_unique_labels(self._tempo_grid))
+        #: The tempo (bpm) of each bin: its label, which is what a decoded file gets. Every count of time
+        #: in seconds (the grammar's, generation's --seconds) uses these, so it agrees with the file.
+        self.tempo_values = np.array([float(lab) for lab in self._tempo_labels])
         super().__init__(config)
         self._default_ts = self._ts_index.get((4, 4), 0)
 
@@ -80,10 +83,10 @@ class BeatTokenizer(Tokenizer):
         ]
 
     def tempo_bin(self, qpm: float) -> int:
-        return int(np.argmin(np.abs(np.log(self.tempo_values) - np.log(qpm))))
+        return int(np.argmin(np.abs(np.log(self._tempo_grid) - np.log(qpm))))
 
     def tempo_of_bin(self, b: int) -> float:
-        return float(self._tempo_labels[b])
+        return float(self.tempo_values[b])
 
     # ------------------------------------------------------------------------------------------ encode
     def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
