@@ -136,8 +136,20 @@ class Corpus:
         return np.asarray(self.tokens[piece.offset : piece.offset + piece.length])
 
     @property
+    def content_fingerprint(self) -> str:
+        """The token data and the tokenizer config (what builds before split fingerprints called the
+        fingerprint)."""
+        return str(self.manifest.get("content_fingerprint") or self.manifest["fingerprint"])
+
+    @property
     def fingerprint(self) -> str:
-        return str(self.manifest["fingerprint"])
+        """The token data, the tokenizer config and the train/validation split of every piece."""
+        return split_fingerprint(self.content_fingerprint, [p.split for p in self._pieces])
+
+    @property
+    def val_fraction(self) -> float | None:
+        value = self.manifest.get("val_fraction")
+        return None if value is None else float(value)
 
     @property
     def encoding(self) -> str:
@@ -213,6 +225,12 @@ def find_midi_files(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def split_of(sha256: str, val_fraction: float) -> str:
     """Deterministic train/val split by content hash."""
     return "val" if int(sha256[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
+
+
+def split_fingerprint(content_fingerprint: str, splits: Iterable[str]) -> str:
+    """A corpus's fingerprint: its content fingerprint and the split of each piece, in token-file order."""
+    marks = "".join("v" if s == "val" else "t" for s in splits)
+    return hashlib.sha256(f"{content_fingerprint}:{marks}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -463,7 +481,7 @@ def _build_locked(
         if tmp_path.exists():
             tmp_path.unlink()
 
-    fingerprint = hashlib.sha256(
+    content_fingerprint = hashlib.sha256(
         (digest + json.dumps(config.to_dict(), sort_keys=True)).encode()
     ).hexdigest()[:16]
     manifest = {
@@ -471,7 +489,8 @@ def _build_locked(
         "tokenizer": config.to_dict(),
         "tokens_file": tokens_file,
         "total_tokens": offset,
-        "fingerprint": fingerprint,
+        "fingerprint": split_fingerprint(content_fingerprint, [e["split"] for e in entries]),
+        "content_fingerprint": content_fingerprint,
         "val_fraction": val_fraction,
         "sources": [str(s) for s in sources],
         "files": entries,

@@ -588,6 +588,8 @@ def _corpus_meta(corpus: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "path": str(corpus.path),
         "fingerprint": corpus.fingerprint,
+        "content_fingerprint": corpus.content_fingerprint,
+        "val_fraction": corpus.val_fraction,
         "pieces": len(pieces),
         "notes": sum(int(p.notes) for p in pieces),
     }
@@ -597,6 +599,45 @@ def _corpus_meta(corpus: Any) -> dict[str, Any]:
     if seconds > 0:
         meta["notes_per_second"] = meta["notes"] / seconds
     return meta
+
+
+def _same_data(where: Path, saved: dict[str, Any], corpus: Any, trained_pieces: int) -> bool:
+    """Whether ``corpus`` holds exactly the data a checkpoint was trained on, so its data order resumes.
+
+    ``saved`` is the checkpoint's corpus metadata, ``trained_pieces`` the number of training pieces its
+    data order covers. Raises ``CheckpointError`` when the train/validation split is not the run's (the run
+    would train on its validation pieces) or, for a checkpoint that predates split fingerprints, cannot be
+    checked. Other content (files added or removed) under the same split rule returns False.
+    """
+    if saved.get("fingerprint") == corpus.fingerprint:
+        return True
+    older = "content_fingerprint" not in saved  # then its "fingerprint" covered the content only
+    content = saved.get("fingerprint") if older else saved.get("content_fingerprint")
+    then, now = saved.get("val_fraction"), corpus.val_fraction
+    if content == corpus.content_fingerprint:
+        # The same pieces. The split puts a piece in validation when its content hash falls under one
+        # threshold, so of two splits of the same pieces one's validation set contains the other's: equal
+        # counts mean equal splits (how a checkpoint without a split fingerprint is checked).
+        if older and trained_pieces == len(corpus.pieces("train")):
+            return True
+    elif older:
+        raise CheckpointError(
+            f"{where}: corpus {corpus.path} has changed since this checkpoint, which predates split "
+            "fingerprints, so its train/validation split cannot be checked; rebuild the corpus from the "
+            "files and --val-fraction the run was trained on, or start a new run with --overwrite"
+        )
+    elif then == now:
+        return False  # other pieces, each in the split its content hash gives under the same fraction
+    if then is not None and then != now:
+        detail, fix = f"val fraction {then:g} then, {now:g} now", f"rebuild it with --val-fraction {then:g}"
+    else:
+        detail = f"{trained_pieces} train pieces then, {len(corpus.pieces('train'))} now"
+        fix = "rebuild it with the --val-fraction the run was trained on"
+    raise CheckpointError(
+        f"{where}: corpus {corpus.path} has another train/validation split than this run was trained on "
+        f"({detail}), so resuming would train on validation pieces; {fix}, or start a new run with "
+        "--overwrite"
+    )
 
 
 @dataclass
@@ -730,7 +771,8 @@ class _Run:
             if self.schedule != schedule:
                 seg, now = self.schedule[-1], get_lr(self.step, self.config, self.schedule)
                 say(f"learning rate from step {self.step}: {now:.3g}, to {seg.final:.3g} at step {seg.end}")
-            if raw.meta.get("corpus", {}).get("fingerprint") != self.corpus.fingerprint:
+            trained = sum(len(s["data"]["order"]) for s in streams)
+            if not _same_data(raw.path, raw.meta.get("corpus") or {}, self.corpus, trained):
                 why = "the corpus changed"
             elif saved_config.get("batch_size") != self.config.batch_size:
                 why = "the batch size changed"

@@ -356,6 +356,35 @@ def test_split_is_by_content_hash_stable_and_independent_of_location(tmp_path: P
     assert str(victim) not in now
 
 
+def test_fingerprint_covers_the_train_validation_split(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    src.mkdir()
+    for k in range(24):
+        write_score(chord_score(bars=1 + k % 6, program=k), src / f"p{k:02d}.mid")
+    build_corpus([src], out, workers=1, val_fraction=0.2)
+    first = Corpus.open(out)
+    build_corpus([src], out, workers=1, val_fraction=0.5)
+    other = Corpus.open(out)
+    assert len(other.pieces("val")) > len(first.pieces("val"))  # the same pieces, split otherwise
+    assert other.fingerprint != first.fingerprint
+    assert other.content_fingerprint == first.content_fingerprint and other.val_fraction == 0.5
+    build_corpus([src], out, workers=1, val_fraction=0.2)
+    assert Corpus.open(out).fingerprint == first.fingerprint  # the same split again: the same fingerprint
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == first.fingerprint
+
+
+def test_a_manifest_from_before_split_fingerprints_gets_one_on_open(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    make_folder(src)
+    build_corpus([src], out, workers=1, val_fraction=0.4)
+    new = Corpus.open(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["fingerprint"] = manifest.pop("content_fingerprint")  # what older builds wrote
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    old = Corpus.open(out)
+    assert (old.content_fingerprint, old.fingerprint) == (new.content_fingerprint, new.fingerprint)
+
+
 def test_small_corpus_still_has_a_validation_piece(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -24,7 +24,7 @@ from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
 from composer.train import TrainConfig, _oom_message, extend_schedule, get_lr, initial_schedule, train
-from tests.helpers_train import build_tiny_corpus, metrics_losses, metrics_rates, tiny_config
+from tests.helpers_train import build_tiny_corpus, make_midi_files, metrics_losses, metrics_rates, tiny_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -498,6 +498,88 @@ def test_resume_refuses_another_vocabulary(corpus: Path, tmp_path: Path) -> None
         train(
             corpus, run, tiny_config(max_steps=4, hidden_size=48, embed_dim=48), resume=True, progress=False
         )
+
+
+def _own_corpus(tmp_path: Path, val_fraction: float) -> tuple[Path, Path]:
+    """A corpus of 16 pieces in its own folder (it gets rebuilt), and the MIDI folder it came from."""
+    from composer.corpus import build_corpus
+
+    midi = make_midi_files(tmp_path / "midi", n=16)[0].parent
+    build_corpus([midi], tmp_path / "corpus", workers=1, val_fraction=val_fraction)
+    return tmp_path / "corpus", midi
+
+
+def test_resume_refuses_a_corpus_rebuilt_with_another_split(tmp_path: Path) -> None:
+    from composer.corpus import build_corpus
+
+    corpus, midi = _own_corpus(tmp_path, 0.2)
+    run = tmp_path / "run"
+    train(corpus, run, tiny_config(max_steps=4, eval_every=4), progress=False, plot=False)
+    build_corpus([midi], corpus, workers=1, val_fraction=0.5)
+    refused = r"another train/validation split .*val fraction 0\.2 then, 0\.5 now.*--val-fraction 0\.2, or"
+    with pytest.raises(CheckpointError, match=refused):
+        train(corpus, run, tiny_config(max_steps=8, eval_every=4), resume=True, progress=False, plot=False)
+    build_corpus([midi], corpus, workers=1, val_fraction=0.2)  # as the message says: back to 0.2
+    res = train(corpus, run, tiny_config(max_steps=8, eval_every=4), resume=True, progress=False, plot=False)
+    assert res.steps == 8
+
+
+def _as_written_before_split_fingerprints(run: Path, content_fingerprint: str) -> None:
+    meta_file = run / "last" / "checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    meta["corpus"] = {
+        k: v for k, v in meta["corpus"].items() if k not in ("content_fingerprint", "val_fraction")
+    }
+    meta["corpus"]["fingerprint"] = content_fingerprint  # older builds fingerprinted the tokens only
+    meta_file.write_text(json.dumps(meta))
+
+
+def test_resume_of_an_older_checkpoint_checks_the_split_by_its_train_piece_count(tmp_path: Path) -> None:
+    from composer.corpus import build_corpus
+
+    corpus, midi = _own_corpus(tmp_path, 0.2)
+    cfg = tiny_config(max_steps=12, eval_every=4, lr_decay_steps=12)
+    full = train(corpus, tmp_path / "full", cfg, progress=False, plot=False)
+    run = tmp_path / "run"
+    train(corpus, run, cfg.replace(max_steps=4), progress=False, plot=False)
+    content = Corpus.open(corpus).content_fingerprint
+    _as_written_before_split_fingerprints(run, content)
+    build_corpus([midi], corpus, workers=1, val_fraction=0.5)
+    with pytest.raises(
+        CheckpointError, match=r"another train/validation split .*\(\d+ train pieces then, \d+ now\)"
+    ):
+        train(corpus, run, cfg, resume=True, progress=False, plot=False)
+    build_corpus([midi], corpus, workers=1, val_fraction=0.2)  # the same pieces and split: resumes exactly
+    said: list[str] = []
+    res = train(corpus, run, cfg, resume=True, progress=False, plot=False, log=said.append)
+    assert res.steps == 12 and not any("corpus changed" in m for m in said), said
+    assert res.val_loss == pytest.approx(full.val_loss, rel=1e-6)
+    # other pieces than it was trained on: its split cannot be checked
+    make_midi_files(midi, n=20)
+    build_corpus([midi], corpus, workers=1, val_fraction=0.2)
+    run2 = tmp_path / "run2"
+    train(corpus, run2, cfg.replace(max_steps=4), progress=False, plot=False)
+    _as_written_before_split_fingerprints(run2, content)
+    with pytest.raises(
+        CheckpointError, match="predates .* cannot be checked; rebuild the corpus from the files"
+    ):
+        train(corpus, run2, cfg, resume=True, progress=False, plot=False)
+
+
+def test_resume_on_a_corpus_with_new_files_and_the_same_split_rule_restarts_the_data_order(
+    tmp_path: Path,
+) -> None:
+    from composer.corpus import build_corpus
+
+    corpus, midi = _own_corpus(tmp_path, 0.2)
+    run = tmp_path / "run"
+    train(corpus, run, tiny_config(max_steps=4, eval_every=4), progress=False, plot=False)
+    make_midi_files(midi, n=20)  # four more pieces; the sixteen keep their split
+    build_corpus([midi], corpus, workers=1, val_fraction=0.2)
+    said: list[str] = []
+    cfg = tiny_config(max_steps=8, eval_every=4)
+    res = train(corpus, run, cfg, resume=True, progress=False, plot=False, log=said.append)
+    assert res.steps == 8 and any("the corpus changed" in m for m in said), said
 
 
 def test_performance_encoding_trains_with_time_stretch(tmp_path: Path) -> None:
