@@ -812,6 +812,13 @@ class _Run:
             g["lr"] = lr
         plans = [self.stream.next() for _ in range(config.grad_accum)]
         n_targets = sum(int(p.n_valid.sum()) for p in plans)  # known before any forward: exact token mean
+        denom: torch.Tensor | int = max(n_targets, 1)
+        if self.dist.enabled:
+            # The mean over every process's targets: DDP averages the processes' gradients, so each divides
+            # its sum by the global count over the process count (its own count would give a target on a
+            # process with more padding more weight). A device tensor, so no host sync before the forward.
+            count = all_reduce_sum(torch.tensor(float(n_targets), device=device), self.dist)
+            denom = count.clamp_min(1.0) / self.dist.world_size
         nll_sum = torch.zeros((), device=device)
         for i, plan in enumerate(plans):
             inputs, targets, keep = self.batcher.gather(plan)
@@ -826,7 +833,7 @@ class _Run:
                         ignore_index=int(self.tok.pad_id),
                         reduction="sum",
                     )
-                loss = nll / max(n_targets, 1)
+                loss = nll / denom
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             self.state = detach_state(state)  # carried into the next window, without its graph
             nll_sum += nll.detach()

@@ -658,6 +658,75 @@ def test_ddp_gloo_two_processes(corpus: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == [".lock", "best", "last", "metrics.csv"]  # rank 0's lock
 
 
+DDP_GRAD_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import numpy as np
+import torch
+torch.set_num_threads(1)
+import torch.distributed as dist
+from composer.corpus import Corpus
+from composer.distributed import setup_distributed
+from composer.train import TrainConfig, _Run
+cfg = TrainConfig.from_dict(json.loads(sys.argv[2]))
+info = setup_distributed("cpu")
+run = _Run(Corpus.open(sys.argv[1]), Path(sys.argv[3]), cfg, None, info, None, print)
+out = {"init." + k: v.detach().clone().numpy() for k, v in run.model.state_dict().items()}
+windows = []
+gather = run.batcher.gather
+run.batcher.gather = lambda plan: windows.append(gather(plan)) or windows[-1]
+def capture():  # instead of the optimizer's update: the gradients it would apply
+    out.update({"grad." + n: p.grad.detach().clone().numpy() for n, p in run.model.named_parameters()})
+run.optimizer.step = capture
+run.train_step(0.0, stop_vote=lambda: False)
+for i, (x, y, keep) in enumerate(windows):
+    out[f"x{i}"], out[f"y{i}"], out[f"keep{i}"] = x.numpy(), y.numpy(), keep.numpy()
+np.savez(os.path.join(sys.argv[3], f"rank{info.rank}.npz"), **out)
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_gradient_is_the_global_token_mean_when_ranks_hold_unequal_targets(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """Each rank's loss must be weighted by its share of all target tokens, not averaged rank by rank."""
+    import torch.nn.functional as F
+
+    script = tmp_path / "ddp_grad.py"
+    script.write_text(DDP_GRAD_SCRIPT)
+    # whole pieces in one window, so the ranks' target counts differ by their pieces' lengths
+    cfg = tiny_config(batch_size=2, window=2048, grad_accum=2, dropout=0.0, grad_clip=0.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), str(corpus), json.dumps(cfg.to_dict()), str(tmp_path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in (0, 1)]
+    pad = int(Corpus.open(corpus).tokenizer.pad_id)
+    counts = [sum(int((d[f"y{i}"] != pad).sum()) for i in range(cfg.grad_accum)) for d in ranks]
+    assert abs(counts[0] - counts[1]) > 0.05 * sum(counts), counts  # unequal, or the test proves nothing
+
+    # one process, the same windows: the mean over every real target token of both ranks
+    model = LSTMModel(cfg.model_config(Corpus.open(corpus).tokenizer.vocab.size))
+    model.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in ranks[0].items() if k.startswith("init.")})
+    nll = torch.zeros(())
+    for d in ranks:
+        state = model.init_state(cfg.batch_size)
+        for i in range(cfg.grad_accum):
+            state = reset_rows(state, torch.from_numpy(d[f"keep{i}"]))
+            logits, state = model(torch.from_numpy(d[f"x{i}"]), state)
+            y = torch.from_numpy(d[f"y{i}"])
+            nll = nll + F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=pad,
+                                        reduction="sum")  # fmt: skip
+            state = detach_state(state)
+    (nll / sum(counts)).backward()
+    for name, p in model.named_parameters():
+        for d in ranks:  # DDP leaves every rank with the same, all-reduced gradient
+            np.testing.assert_allclose(d["grad." + name], p.grad.numpy(), rtol=1e-4, atol=1e-7, err_msg=name)
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 
