@@ -10,9 +10,9 @@ order and its state is zeroed (``WindowPlan.new``). A window never spans two pie
 is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row start +
 arange), no DataLoader (``Batcher``).
 
-Each row draws an augmentation when it starts a piece (``Augmenter``: transposition kept inside the piece's
-pitch range, never applied to drums; velocity jitter; time stretch for the performance encoding), applied
-on the device through precomputed lookup tables.
+Each row draws an augmentation when it starts a piece (``Augmenter``: transposition that keeps every note of
+the piece inside the tokenizer's pitch range, never applied to drums; velocity jitter; time stretch for the
+performance encoding), applied on the device through precomputed lookup tables.
 
 A ``PieceStream``'s whole position (order, every row's piece, cursor and augmentation, its RNG) is in its
 ``state_dict``, which the checkpoint saves so that a resumed run continues exactly.
@@ -211,6 +211,8 @@ class Augmenter:
     def __init__(self, tokenizer: Any, config: TrainConfig, store: TokenStore, device: torch.device) -> None:
         self.store = store
         self.t = config.transpose
+        # the vocabulary's pitch range: a note shifted outside it would stay put (``transpose_lut``)
+        self.pitch_lo, self.pitch_hi = int(tokenizer.config.pitch_min), int(tokenizer.config.pitch_max)
         vocab = tokenizer.vocab.size
         identity = np.arange(vocab, dtype=np.int64)
         self.pitch: torch.Tensor | None = None
@@ -235,8 +237,9 @@ class Augmenter:
         if self.pitch is not None:
             lo, hi = -self.t, self.t
             pmin, pmax = int(self.store.pitch_min[piece]), int(self.store.pitch_max[piece])
-            if pmin >= 0:
-                lo, hi = max(lo, -pmin), min(hi, 127 - pmax)
+            if pmin >= 0:  # the piece's range counts notes outside the vocabulary's too (not encoded)
+                pmin, pmax = max(pmin, self.pitch_lo), min(pmax, self.pitch_hi)
+                lo, hi = max(lo, self.pitch_lo - pmin), min(hi, self.pitch_hi - pmax)
             shift = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
             t_idx = shift + self.t
         o_idx = int(rng.integers(0, self.n_other)) if self.n_other > 1 else 0

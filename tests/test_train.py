@@ -234,6 +234,44 @@ def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Pa
     assert torch.equal(shifted[~moved], plain[~moved])  # drums and non-pitch tokens untouched
 
 
+def test_transposition_stays_inside_a_narrowed_pitch_range(tmp_path: Path) -> None:
+    """With pitch_min/pitch_max narrowed, a shift must never push a note out of the vocabulary's range,
+    where the lookup table would leave it untransposed while the rest of the piece moves."""
+    from composer.corpus import build_corpus
+    from composer.tokenizer import TokenizerConfig
+
+    midi = make_midi_files(tmp_path / "midi", n=8)[0].parent  # lead up to 85, bass down to 31
+    config = TokenizerConfig(pitch_min=36, pitch_max=80)
+    build_corpus([midi], tmp_path / "corpus", config=config, workers=1, val_fraction=0.0)
+    c = Corpus.open(tmp_path / "corpus")
+    tok, pieces = c.tokenizer, c.pieces()
+    store = TokenStore(c.tokens, pieces, torch.device("cpu"), tok, drums=True)
+    t = 8
+    aug = Augmenter(tok, tiny_config(transpose=t, velocity_jitter=0), store, torch.device("cpu"))
+    window = int(store.lengths.max())
+    batcher = Batcher(store, window, int(tok.pad_id), aug)
+    plan = PieceStream(store.lengths, len(pieces), window, rng=None, loop=False).next()
+    plan.aug[:, 0] = t  # no shift
+    plain, _, _ = batcher.gather(plan)
+    assert store.drums is not None
+    drum = torch.zeros_like(plain, dtype=torch.bool)
+    for r in range(len(pieces)):
+        start, n = int(store.offsets[plan.piece[r]]), int(plan.n_valid[r])
+        drum[r, :n] = store.drums[start : start + n]
+    pitch0 = tok.vocab.offset("PITCH")
+    pitched = (plain >= pitch0) & (plain < pitch0 + tok.vocab.range("PITCH").size) & ~drum
+    assert int((plain[pitched] - pitch0).max()) == 80 - 36  # the fixture reaches the top of the range
+    rng = np.random.default_rng(0)
+    shifts = set()
+    for _ in range(30):
+        plan.aug[:, 0] = [aug.sample(rng, int(p))[0] for p in plan.piece]
+        shifted, _, _ = batcher.gather(plan)
+        shift = torch.from_numpy(plan.aug[:, 0] - t)[:, None].expand_as(plain)
+        assert torch.equal(shifted[pitched], plain[pitched] + shift[pitched])  # every pitched note moved
+        shifts |= set(shift[:, 0].tolist())
+    assert len(shifts) > 4  # and transposition still happens
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 
