@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -256,21 +257,77 @@ def _init_worker(config: dict[str, Any], known: frozenset[str]) -> None:
     global _worker_tokenizer, _worker_known
     _worker_tokenizer = tokenizer_from_config(TokenizerConfig.from_dict(config))
     _worker_known = known
-    if hasattr(signal, "SIGALRM"):
-        signal.signal(signal.SIGALRM, _on_alarm)
 
 
-class _FileTimeout(Exception):
-    pass
+class _FileTimeout(BaseException):
+    """The per-file time limit's alarm; not an ``Exception``, so that no handler in the reader keeps it."""
+
+
+_alarm_armed = False
 
 
 def _on_alarm(signum: int, frame: object) -> None:
-    raise _FileTimeout
+    if _alarm_armed:  # a signal that arrives after the file is done is ignored
+        raise _FileTimeout
+
+
+def _too_slow() -> str:
+    return f"took longer than {FILE_TIME_LIMIT_S:g} s to read"
 
 
 def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> _Encoded:
-    """Read and encode one file; any failure becomes a one-line reason, never an exception."""
+    """Read and encode one file; any failure becomes a one-line reason, never an exception.
+
+    A file that takes longer than ``FILE_TIME_LIMIT_S`` is given up, on every path (worker processes, a
+    build in one process, ``composer encode``): by SIGALRM in a main thread on Unix (any timer already set
+    is put back afterwards), elsewhere (another thread, Windows) by encoding in a helper thread and no
+    longer waiting for it at the limit; a thread cannot be stopped, so it runs on in the background.
+    """
     path = str(path)
+    limit = FILE_TIME_LIMIT_S
+    if not limit or limit <= 0:
+        return _encode_file(path, tokenizer)
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        return _encode_with_alarm(path, tokenizer, limit)
+    return _encode_in_thread(path, tokenizer, limit)
+
+
+def _encode_with_alarm(path: str, tokenizer: Tokenizer, limit: float) -> _Encoded:
+    global _alarm_armed
+    old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    t0, old_delay, old_interval = time.monotonic(), 0.0, 0.0
+    _alarm_armed = True
+    try:
+        try:
+            old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, limit)
+            return _encode_file(path, tokenizer)
+        finally:
+            _alarm_armed = False  # first: from here on a late alarm is a no-op
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _FileTimeout:  # raised outside the reader's own handler (e.g. as the file finished)
+        return _Encoded(path, "", error=_too_slow())
+    finally:
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay > 0:  # someone else's timer was pending: give it back what is left of it
+            left = max(old_delay - (time.monotonic() - t0), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+
+
+def _encode_in_thread(path: str, tokenizer: Tokenizer, limit: float) -> _Encoded:
+    done: list[_Encoded] = []
+    helper = threading.Thread(
+        target=lambda: done.append(_encode_file(path, tokenizer)), name="composer-encode", daemon=True
+    )
+    helper.start()
+    helper.join(limit)
+    if done:
+        return done[0]
+    if helper.is_alive():
+        return _Encoded(path, "", error=_too_slow())
+    return _Encoded(path, "", error="unexpected failure while encoding")
+
+
+def _encode_file(path: str, tokenizer: Tokenizer) -> _Encoded:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -288,7 +345,7 @@ def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> _Encoded:
     except ComposerError as e:
         return _Encoded(path, sha, error=str(e))
     except _FileTimeout:
-        return _Encoded(path, sha, error=f"took longer than {FILE_TIME_LIMIT_S} s to read")
+        return _Encoded(path, sha, error=_too_slow())
     except MemoryError:
         return _Encoded(path, sha, error="too large to encode in memory")
     except Exception as e:  # a bug of ours on a weird file must not cost the other files
@@ -310,15 +367,7 @@ def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> _Encoded:
 
 def _work(path: str) -> _Encoded:
     assert _worker_tokenizer is not None
-    if hasattr(signal, "SIGALRM"):
-        signal.alarm(FILE_TIME_LIMIT_S)
-    try:
-        return encode_file(path, _worker_tokenizer)
-    except _FileTimeout:
-        return _Encoded(path, "", error=f"took longer than {FILE_TIME_LIMIT_S} s to read")
-    finally:
-        if hasattr(signal, "SIGALRM"):
-            signal.alarm(0)
+    return encode_file(path, _worker_tokenizer)
 
 
 def existing_config(out_dir: Path) -> TokenizerConfig | None:

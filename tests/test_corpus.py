@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import composer.corpus as corpus_mod
-from composer.corpus import Corpus, build_corpus, split_of
+from composer.corpus import Corpus, build_corpus, encode_file, split_of
 from composer.errors import CorpusError
 from composer.midi import read_midi
 from tests.midi_factory import (
@@ -500,3 +503,84 @@ def test_build_errors_are_corpus_errors(tmp_path: Path) -> None:
         build_corpus([tmp_path / "src"], tmp_path / "corpus", val_fraction=1.0)
     with pytest.raises(CorpusError, match="workers"):
         build_corpus([tmp_path / "src"], tmp_path / "corpus", workers=0)
+
+
+# ------------------------------------------------------------------------------------------- time limit
+
+
+@pytest.fixture
+def slow_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One good file whose parse takes 3 s, under a per-file limit of 0.2 s."""
+    path = tmp_path / "src" / "slow.mid"
+    path.parent.mkdir()
+    write_score(SCORES["single"](), path)
+    real = corpus_mod.parse_midi_bytes
+
+    def slow(data: bytes):  # type: ignore[no-untyped-def]
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # pure Python, like a pathological file in the reader
+            time.sleep(0.005)
+        return real(data)
+
+    monkeypatch.setattr(corpus_mod, "parse_midi_bytes", slow)
+    monkeypatch.setattr(corpus_mod, "FILE_TIME_LIMIT_S", 0.2)
+    return path
+
+
+TOO_SLOW = "took longer than 0.2 s to read"
+
+
+def test_the_time_limit_holds_in_process_and_puts_back_any_timer(slow_file: Path) -> None:
+    from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+
+    tok = tokenizer_from_config(TokenizerConfig())
+    fired: list[int] = []
+    before = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 100.0)  # someone else's pending timer
+    try:
+        t0 = time.monotonic()
+        enc = encode_file(slow_file, tok)
+        assert enc.error == TOO_SLOW and enc.ids is None and time.monotonic() - t0 < 2.0
+        assert 90.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100.0 and not fired  # theirs, still pending
+        assert signal.getsignal(signal.SIGALRM) is not corpus_mod._on_alarm
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    # a build in one process (--workers 1, or a single file) skips the file with that reason
+    t0 = time.monotonic()
+    result = build_corpus([slow_file.parent], slow_file.parent.parent / "corpus", workers=1)
+    assert result.skipped == [(str(slow_file), TOO_SLOW)] and time.monotonic() - t0 < 2.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_the_time_limit_holds_in_worker_processes(slow_file: Path) -> None:
+    shutil.copy(slow_file, slow_file.with_name("slow2.mid"))  # two files, for two worker processes
+    t0 = time.monotonic()
+    result = build_corpus([slow_file.parent], slow_file.parent.parent / "corpus", workers=2)
+    assert result.skipped == [(str(slow_file), TOO_SLOW), (str(slow_file.with_name("slow2.mid")), TOO_SLOW)]
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_the_time_limit_holds_off_the_main_thread(slow_file: Path) -> None:
+    """SIGALRM reaches only the main thread: elsewhere (and on Windows) the file is given up at the limit."""
+    from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+
+    tok = tokenizer_from_config(TokenizerConfig())
+    got: list[object] = []
+    t0 = time.monotonic()
+    caller = threading.Thread(target=lambda: got.append(encode_file(slow_file, tok)))
+    caller.start()
+    caller.join(10)
+    assert time.monotonic() - t0 < 2.0 and getattr(got[0], "error", None) == TOO_SLOW
+
+
+def test_composer_encode_gives_up_on_a_file_over_the_time_limit(slow_file: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from composer.cli import main
+
+    t0 = time.monotonic()
+    res = CliRunner().invoke(main, ["encode", str(slow_file), "-o", str(tmp_path / "tokens")])
+    assert res.exit_code == 1 and f"skipped {slow_file}: {TOO_SLOW}" in res.output
+    assert time.monotonic() - t0 < 2.0
