@@ -12,6 +12,7 @@ converts them to seconds.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ DEFAULT_QPM = 120.0
 MIN_QPM, MAX_QPM = 1.0, 1000.0
 #: Reading refuses files larger than this (bytes); a real MIDI file is rarely above a few MB.
 MAX_FILE_BYTES = 64 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -83,9 +86,10 @@ class Score:
 
     def tempo_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(change ticks, seconds at each change, seconds per tick after each change)."""
-        tempos = sorted(self.tempos, key=lambda t: t.tick) or [TempoChange(0, DEFAULT_QPM)]
-        if tempos[0].tick != 0:
-            tempos.insert(0, TempoChange(0, tempos[0].qpm))
+        # stable sort: of several changes at one tick the last is in force; before the first, 120 qpm
+        tempos = sorted(self.tempos, key=lambda t: t.tick)
+        if not tempos or tempos[0].tick > 0:
+            tempos.insert(0, TempoChange(0, DEFAULT_QPM))
         ticks = np.array([t.tick for t in tempos], dtype=np.int64)
         spt = np.array([60.0 / (t.qpm * self.ticks_per_beat) for t in tempos], dtype=np.float64)
         secs = np.zeros(len(tempos), dtype=np.float64)
@@ -118,6 +122,7 @@ class ReadReport:
     unknown_chunks: int = 0
     orphan_note_offs: int = 0
     unterminated_notes: int = 0
+    zero_length_notes: int = 0  # pitched notes switched off at the tick they start: silent, dropped
     clamped_tempos: int = 0
     bad_time_signatures: int = 0
 
@@ -230,21 +235,21 @@ def parse_midi_bytes(data: bytes) -> tuple[Score, ReadReport]:
     score = Score(ticks_per_beat=ticks_per_beat)
     if smpte_ticks_per_second:
         tempos = []
-    for tick, mpq in sorted(tempos):
+    # Of several changes at one tick the last in file order is in force (tracks in order, as a player
+    # merging them plays them): the sorts are by tick only, and stable. Before the first tempo, 120 qpm.
+    for tick, mpq in [(0, round(60_000_000 / DEFAULT_QPM)), *sorted(tempos, key=lambda t: t[0])]:
         qpm = 60_000_000 / mpq if mpq > 0 else float("inf")
         if not MIN_QPM <= qpm <= MAX_QPM:
             report.clamped_tempos += 1
             qpm = min(max(qpm, MIN_QPM), MAX_QPM)
         if score.tempos and score.tempos[-1].tick == tick:
-            score.tempos[-1] = TempoChange(tick, qpm)
-        elif not score.tempos or score.tempos[-1].qpm != qpm:
+            score.tempos.pop()
+        if not score.tempos or score.tempos[-1].qpm != qpm:
             score.tempos.append(TempoChange(tick, qpm))
-    if not score.tempos:
-        score.tempos.append(TempoChange(0, DEFAULT_QPM))
     for ts in sorted(time_sigs, key=lambda t: t.tick):
         if score.time_signatures and score.time_signatures[-1].tick == ts.tick:
-            score.time_signatures[-1] = ts
-        elif not score.time_signatures or (
+            score.time_signatures.pop()
+        if not score.time_signatures or (
             (score.time_signatures[-1].numerator, score.time_signatures[-1].denominator)
             != (ts.numerator, ts.denominator)
         ):
@@ -316,7 +321,11 @@ def _parse_track(
                     q = open_notes.get(key)
                     if q:
                         s, v, prog = q.popleft()
-                        _add_note(instruments, t_index, ch, prog, name, Note(pitch, v, s, tick))
+                        if s == tick and ch != DRUM_CHANNEL:
+                            # switched off as it starts: silent (a drum hit sounds whatever its length)
+                            report.zero_length_notes += 1
+                        else:
+                            _add_note(instruments, t_index, ch, prog, name, Note(pitch, v, s, tick))
                     else:
                         report.orphan_note_offs += 1
             elif kind < 0xF:
@@ -378,17 +387,84 @@ def _add_note(
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _channels(instruments: list[Instrument]) -> list[int]:
-    """Drums on channel 10 (index 9); pitched instruments on the other 15, shared when more."""
-    pitched = [c for c in range(16) if c != DRUM_CHANNEL]
-    out, k = [], 0
-    for inst in instruments:
-        if inst.is_drum:
-            out.append(DRUM_CHANNEL)
-        else:
-            out.append(pitched[k % len(pitched)])
-            k += 1
-    return out
+#: The 15 channels for pitched instruments (channel 10, index 9, is General MIDI's drum kit).
+PITCHED_CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
+
+
+@dataclass
+class WriteReport:
+    """What the writer could not keep exactly."""
+
+    #: pitched programs that share a channel with another program (more programs than the 15 channels)
+    shared_programs: int = 0
+    programs: int = 0
+
+    def problems(self) -> dict[str, int]:
+        return {"shared_programs": self.shared_programs} if self.shared_programs else {}
+
+
+def _channels(instruments: list[Instrument]) -> tuple[list[int], int]:
+    """A channel per instrument, and how many programs had to share a channel with another program.
+
+    Drums go on channel 10 (index 9), pitched instruments on the other 15: one each while they last; else
+    each program on channels of its own (the spare ones to the programs with the most instruments), shared
+    by instruments of that program only. With more programs than channels, the programs with the most
+    notes get a channel each and every other program joins the channel with the fewest notes so far.
+    """
+    out = [DRUM_CHANNEL] * len(instruments)
+    pitched = [i for i, inst in enumerate(instruments) if not inst.is_drum]
+    n = len(PITCHED_CHANNELS)
+    if len(pitched) <= n:
+        for k, i in enumerate(pitched):
+            out[i] = PITCHED_CHANNELS[k]
+        return out, 0
+    by_program: dict[int, list[int]] = {}  # in order of first appearance
+    for i in pitched:
+        by_program.setdefault(instruments[i].program, []).append(i)
+    if len(by_program) <= n:
+        share = dict.fromkeys(by_program, 1)
+        for _ in range(n - len(by_program)):
+            share[max(by_program, key=lambda p: len(by_program[p]) / share[p])] += 1
+        free = iter(PITCHED_CHANNELS)
+        for p, members in by_program.items():
+            chans = [next(free) for _ in range(share[p])]
+            for k, i in enumerate(members):
+                out[i] = chans[k % len(chans)]
+        return out, 0
+    count = {p: sum(len(instruments[i].notes) for i in members) for p, members in by_program.items()}
+    ranked = sorted(by_program, key=lambda p: -count[p])  # stable: ties in order of appearance
+    channel = dict(zip(ranked, PITCHED_CHANNELS))
+    load = {channel[p]: count[p] for p in ranked[:n]}
+    for p in ranked[n:]:
+        channel[p] = min(PITCHED_CHANNELS, key=lambda c: load[c])
+        load[channel[p]] += count[p]
+    for p, members in by_program.items():
+        for i in members:
+            out[i] = channel[p]
+    return out, len(ranked) - n
+
+
+def _program_switches(
+    tracks: list[tuple[int, int, list[tuple[int, int, int, int, int]]]],
+) -> set[tuple[int, int]]:
+    """Where a channel shared by several programs needs a program change before a note-on.
+
+    ``tracks``: (track number, program, events) of the tracks on one channel. A player merges the tracks
+    into one stream, at each tick in track order; a note-on whose program is not the channel's at that
+    point in the stream gets a program change just before it. Returns (track number, event index) pairs.
+    """
+    stream = []
+    for t, prog, evs in tracks:
+        stream.append((0, t, -1, prog))  # each track's program change at its start
+        stream.extend((tick, t, k, prog) for k, (tick, on, *_rest) in enumerate(evs) if on)
+    stream.sort()
+    switches = set()
+    current = -1
+    for _tick, t, k, prog in stream:
+        if k >= 0 and prog != current:
+            switches.add((t, k))
+        current = prog
+    return switches
 
 
 def program_name(program: int, is_drum: bool) -> str:
@@ -399,8 +475,14 @@ def program_name(program: int, is_drum: bool) -> str:
     return pretty_midi.program_to_instrument_name(program)
 
 
-def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
-    """Write a Score as a Type 1 MIDI file, atomically (temp file then rename)."""
+def write_midi(score: Score, path: str | os.PathLike[str]) -> WriteReport:
+    """Write a Score as a Type 1 MIDI file, atomically (temp file then rename).
+
+    Every track keeps its own program. With more pitched programs than the 15 channels, some programs
+    share a channel, switched by a program change before each of their notes (so each note still starts
+    with its own sound in a General MIDI player); that is logged as a one-line warning and counted in the
+    returned report.
+    """
     import mido
 
     mf = mido.MidiFile(type=1, ticks_per_beat=score.ticks_per_beat)
@@ -427,13 +509,12 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
     meta.append(mido.MetaMessage("end_of_track", time=0))
     mf.tracks.append(meta)
 
-    for inst, ch in zip(score.instruments, _channels(score.instruments)):
-        tr = mido.MidiTrack()
-        tr.append(mido.MetaMessage("track_name", name=inst.name or program_name(inst.program, inst.is_drum)))
-        if not inst.is_drum:
-            tr.append(mido.Message("program_change", channel=ch, program=inst.program, time=0))
-        # (tick, on, pitch, end, velocity): offs sort before ons; same-pitch notes starting together go
-        # shortest first, so that a reader pairing first-in-first-out gives each its own end and velocity
+    channels, shared = _channels(score.instruments)
+    # (tick, on, pitch, end, velocity) per instrument: offs sort before ons; same-pitch notes starting
+    # together go shortest first, so that a reader pairing first-in-first-out gives each its own end and
+    # velocity
+    all_evs: list[list[tuple[int, int, int, int, int]]] = []
+    for inst in score.instruments:
         evs: list[tuple[int, int, int, int, int]] = []
         for nt in inst.notes:
             end = max(nt.end, nt.start + 1)  # never a zero-length note
@@ -441,11 +522,41 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> None:
             evs.append((nt.start, 1, nt.pitch, end, vel))
             evs.append((end, 0, nt.pitch, 0, 0))
         evs.sort()
+        all_evs.append(evs)
+    switches: set[tuple[int, int]] = set()
+    if shared:
+        on_channel: dict[int, list[tuple[int, int, list[tuple[int, int, int, int, int]]]]] = {}
+        for t, (inst, ch) in enumerate(zip(score.instruments, channels)):
+            if not inst.is_drum:
+                on_channel.setdefault(ch, []).append((t, inst.program, all_evs[t]))
+        for members in on_channel.values():
+            if len({prog for _, prog, _ in members}) > 1:
+                switches |= _program_switches(members)
+
+    for t, (inst, ch, evs) in enumerate(zip(score.instruments, channels, all_evs)):
+        tr = mido.MidiTrack()
+        tr.append(mido.MetaMessage("track_name", name=inst.name or program_name(inst.program, inst.is_drum)))
+        if not inst.is_drum:
+            tr.append(mido.Message("program_change", channel=ch, program=inst.program, time=0))
         now = 0
-        for tick, on, pitch, _end, vel in evs:
+        for k, (tick, on, pitch, _end, vel) in enumerate(evs):
+            if (t, k) in switches:
+                tr.append(mido.Message("program_change", channel=ch, program=inst.program, time=tick - now))
+                now = tick
             kind = "note_on" if on else "note_off"
             tr.append(mido.Message(kind, channel=ch, note=pitch, velocity=vel if on else 0, time=tick - now))
             now = tick
         tr.append(mido.MetaMessage("end_of_track", time=0))
         mf.tracks.append(tr)
     atomic_write(Path(path), lambda fh: mf.save(file=fh))
+    programs = len({inst.program for inst in score.instruments if not inst.is_drum})
+    if shared:
+        log.warning(
+            "%s: %d programs for %d channels: %d share a channel with another program "
+            "(switched by a program change before each of their notes)",
+            path,
+            programs,
+            len(PITCHED_CHANNELS),
+            shared,
+        )
+    return WriteReport(shared_programs=shared, programs=programs)
