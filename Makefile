@@ -32,6 +32,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check composer tests benchmarks
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'

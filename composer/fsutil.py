@@ -21,7 +21,7 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through ``write(fh)`` to a temp file beside ``path``, fsync, then rename over it.
 
     On any failure (a full disk included) the temp file is removed and the previous file is untouched;
