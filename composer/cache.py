@@ -206,3 +206,48 @@ class CacheBank:
         for every row."""
         for t in range(max(0, hidden.shape[0] - self.config.size), hidden.shape[0]):
             self.push(hidden[t].expand(self.keys.shape[0], -1), tokens[t].expand(self.keys.shape[0]))
+
+
+def piece_scores(
+    model: Any, ids: np.ndarray, chunk: int = 1024
+) -> tuple[np.ndarray, torch.Tensor]:
+    """One piece through the model from a fresh state: (log p(ids[t+1]) for every t, hidden (T, H)).
+
+    ``model`` is an ``LSTMModel`` (``hidden`` + ``project``); run under ``torch.inference_mode``.
+    """
+    device = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None]  # (1, T + 1)
+    state = None
+    lps, hs = [], []
+    for s in range(0, x.shape[1] - 1, chunk):
+        e = min(s + chunk, x.shape[1] - 1)
+        out, state = model.hidden(x[:, s:e], state)  # (1, t, H)
+        lp = torch.log_softmax(model.project(out).float(), dim=-1)[0]  # (t, V)
+        lps.append(lp.gather(1, x[0, s + 1 : e + 1, None])[:, 0].double().cpu())
+        hs.append(out[0].float().cpu())
+    if not lps:
+        return np.zeros(0), torch.zeros(0, model.config.hidden_size)
+    return torch.cat(lps).numpy(), torch.cat(hs)
+
+
+def window_nlls(
+    model: Any, windows: np.ndarray, targets: np.ndarray, config: CacheConfig | None
+) -> np.ndarray:
+    """NLL of ``targets[r]`` right after ``windows[r]`` (R, L) read from a fresh state, with the cache (if
+    on) over the window's own L positions only: a history cut L tokens back cuts the cache there too."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(windows, dtype=torch.long, device=device)  # (R, L)
+    out, _ = model.hidden(x, None)  # (R, L, H)
+    lp = torch.log_softmax(model.project(out[:, -1]).float(), dim=-1)  # (R, V): predicts the target
+    t = torch.as_tensor(targets, dtype=torch.long, device=device)
+    lpm = lp.gather(1, t[:, None])[:, 0].double().cpu()
+    if config is None or not config.enabled or windows.shape[1] < 2:
+        return (-lpm).numpy()
+    keys = out[:, :-1].float()  # (R, L-1, H): position i predicted windows[:, i + 1]
+    n = min(config.size, keys.shape[1])
+    keys, values = keys[:, -n:], x[:, 1:][:, -n:]  # the last n positions before the target
+    scores = config.theta * torch.einsum("rnh,rh->rn", keys, out[:, -1].float()).double()
+    match = values == t[:, None]
+    lse_all = torch.logsumexp(scores, dim=1)
+    lse_match = torch.logsumexp(scores.masked_fill(~match, -math.inf), dim=1)
+    return (-mix(lpm, (lse_match - lse_all).cpu(), config.lam)).numpy()

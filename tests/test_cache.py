@@ -99,3 +99,25 @@ def test_bank_matches_whole_piece_scoring() -> None:
 def test_config_refuses_bad_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
         CacheConfig.from_dict(bad)
+
+
+def test_piece_scores_and_windows_agree_with_whole_piece_scoring() -> None:
+    """A window that reaches back to the piece's start sees exactly what the whole piece sees."""
+    from composer.cache import piece_scores, window_nlls
+
+    model = _model()
+    tokens = np.concatenate([[1], np.tile(np.random.default_rng(6).integers(3, 40, 25), 6)])
+    cfg = CacheConfig(theta=20.0, lam=0.5, size=40)
+    with torch.no_grad():
+        lp, hidden = piece_scores(model, tokens, chunk=16)
+        want_lp, want_h = _score(model, tokens)
+        np.testing.assert_allclose(lp, want_lp, atol=1e-5)
+        full = cached_nlls(lp, hidden, tokens, cfg)
+        ts = np.array([30, 77, 120])
+        windows = np.stack([tokens[:t] for t in ts[:1]])
+        got = window_nlls(model, windows, tokens[ts[:1]], cfg)
+        np.testing.assert_allclose(got, full[ts[:1] - 1], atol=1e-4)
+        # a window cut 20 tokens back: the plain model part from a fresh state, the cache over 19 entries
+        cut = window_nlls(model, np.stack([tokens[t - 20 : t] for t in ts]), tokens[ts], cfg)
+        plain = window_nlls(model, np.stack([tokens[t - 20 : t] for t in ts]), tokens[ts], None)
+        assert np.all(np.isfinite(cut)) and not np.allclose(cut, plain)
