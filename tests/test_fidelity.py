@@ -186,6 +186,23 @@ def test_a_tempo_outside_the_encoding_range_is_by_design_not_a_failure():
     assert res.failing == 0 and dict(res.by_design) == {"tempos_clamped": 4}
 
 
+def test_performance_re_pairs_overlapping_notes_of_one_pitch_and_that_is_explained():
+    """NOTE_OFF names no note: of two sounding notes of one pitch the first on is the first off."""
+    notes = [Note(60, 80, 0, 4 * TPQ), Note(60, 80, TPQ, 2 * TPQ), Note(64, 80, 0, TPQ)]
+    score = Score(TPQ, [Instrument(0, False, "", notes)], [TempoChange(0, 120.0)])
+    res = fidelity.compare_encoding("nested", score, PERF)
+    assert (res.notes, res.failing, dict(res.explained)) == (3, 2, {"same_pitch_overlap": 2})
+    assert fidelity.same_pitch_overlaps(fidelity.score_notes(score)).tolist() == [True, True, False]
+
+
+def test_tempo_change_moved_back_onto_a_notes_grid_step_is_explained():
+    # a note 4 ticks before a beat, a tempo change 1 tick before it: both round onto the beat
+    notes = [Note(60, 80, 0, TPQ - 4), Note(62, 80, TPQ - 4, 2 * TPQ)]
+    score = Score(TPQ, [Instrument(0, False, "", notes)], [TempoChange(0, 120.0), TempoChange(TPQ - 1, 60.0)])
+    res = fidelity.compare_encoding("late change", score, BEAT)
+    assert (res.notes, res.failing, dict(res.explained)) == (2, 1, {"tempo_moved_to_grid": 1})
+
+
 def test_benchmark_without_files_says_so_and_exits_0(tmp_path, capsys):
     assert fidelity.main([str(tmp_path), "--no-bach"]) == 0
     assert "no MIDI files" in capsys.readouterr().out
