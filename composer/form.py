@@ -165,37 +165,37 @@ def form_summary(scores: Sequence[Score], min_lag: int = 4, lags: int = PROFILE_
     )
 
 
-def copyable_share(
-    ids: np.ndarray, distance: int, context: int = 12, min_position: int = 0
-) -> tuple[int, int]:
-    """(tokens a far copier predicts, tokens looked at) over positions >= max(min_position, context).
+def copyable_mask(ids: np.ndarray, distance: int, context: int = 12) -> np.ndarray:
+    """Per position t, whether a far copier predicts ids[t]: the most recent j <= t - distance whose
+    preceding ``context`` tokens equal the ``context`` tokens before t has ids[j] == ids[t].
 
-    At position t the copier finds the most recent j <= t - distance whose preceding ``context`` tokens
-    equal the ``context`` tokens before t, and predicts ids[j]. No such j: no prediction (a miss).
+    Positions before ``context`` (no full context) and those with no such j are False.
     """
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
+    hit = np.zeros(n, dtype=bool)
     if n <= context:
-        return 0, 0
-    # one 64-bit key per context window ending before position t (ids[t-context:t])
+        return hit
     win = np.lib.stride_tricks.sliding_window_view(ids, context)[: n - context]  # row k: ids[k:k+context]
-    keys = [hash(row.tobytes()) for row in win]
-    seen: dict[int, list[int]] = {}
-    hits = total = 0
-    lo = max(min_position, context)
-    pending = 0  # next position t whose context may be indexed
+    keys = [hash(row.tobytes()) for row in win]  # keys[t - context]: the context before position t
+    latest: dict[int, int] = {}  # context key -> the most recent indexed position after it
     for t in range(context, n):
-        # index every position j <= t - distance (its context ends at j - 1)
-        while pending <= t - distance:
-            if pending >= context:
-                seen.setdefault(keys[pending - context], []).append(pending)
-            pending += 1
-        if t < lo:
-            continue
-        total += 1
-        cands = seen.get(keys[t - context])  # every one is <= t - distance, most recent last
-        if cands:
-            j = cands[-1]
-            if ids[j] == ids[t] and np.array_equal(ids[j - context : j], ids[t - context : t]):
-                hits += 1
-    return hits, total
+        j = t - distance  # index position j once it is far enough back for t
+        if j >= context:
+            latest[keys[j - context]] = j
+        k = latest.get(keys[t - context])
+        if k is not None and ids[k] == ids[t] and np.array_equal(ids[k - context : k], ids[t - context : t]):
+            hit[t] = True
+    return hit
+
+
+def copyable_share(
+    ids: np.ndarray, distance: int, context: int = 12, min_position: int = 0
+) -> tuple[int, int]:
+    """(tokens a far copier predicts, tokens looked at) over positions >= max(min_position, context);
+    see ``copyable_mask``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    lo = max(min_position, context)
+    if len(ids) <= lo:
+        return 0, 0
+    return int(copyable_mask(ids, distance, context)[lo:].sum()), len(ids) - lo
