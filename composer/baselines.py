@@ -12,7 +12,6 @@ tokens 1..n-1 are predicted from their prefix inside the same piece (BOS is cont
 
 Everything is numpy: a context of length k is identified by a dense integer id built from the id of its
 (k-1)-suffix and the token before it, so each order is a sorted key array searched with ``searchsorted``.
-Fitting a million tokens at n = 5 takes a few seconds and a few hundred MB at most.
 """
 
 from __future__ import annotations

@@ -873,7 +873,8 @@ def evaluate_command(
 
     Example: composer evaluate checkpoints/bach corpora/bach --json eval.json --plot eval.png
     """
-    from composer.evaluate import evaluate_checkpoint, format_report, report_json
+    from composer.eval_report import format_report, report_json
+    from composer.evaluate import evaluate_checkpoint
     from composer.sample import check_sampling_options
 
     check_sampling_options(temperature, None, None)

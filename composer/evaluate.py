@@ -3,19 +3,18 @@
 ``evaluate_checkpoint`` assembles the report that ``composer evaluate`` prints (and writes as JSON):
 
 * **likelihood** -- every piece is streamed through the model from its start with the LSTM state carried
-  across chunks (under ``torch.inference_mode``); tokens 1..n-1 are predicted from their prefix (BOS is
+  across chunks (``composer.nll.piece_nlls``); tokens 1..n-1 are predicted from their prefix (BOS is
   context, not a target). Reported in nats per token, in nats per **note** (the total NLL over the notes
   measured on: the figure that compares models with different tokenizations), as perplexity, with the
   token and note counts.
 * **baselines** -- a unigram and an interpolated Kneser-Ney n-gram (``composer.baselines``) fit on the
   training corpus's train split and scored on the same tokens, so every figure has context.
-* **long-range structure** -- for targets far into each piece (position >= max(distances) and >= the
-  training window) the NLL with the full history against the NLL when the model sees only the d tokens
-  before the target from a fresh zero state. ``gain = reset - full`` (nats/token) > 0 means the model
-  uses context older than d tokens. A reset whose window reaches the start of the piece *is* the full
-  history, by definition, so its gain is exactly zero.
+* **long-range structure** -- ``composer.longrange``, on targets at positions >= max(distances) and >= the
+  training window: how much the model gains from context older than d tokens.
 * **music** -- samples (generated with ``composer.sample`` or read from a folder) against the reference
   pieces on Yang & Lerch statistics (``composer.musicstats``).
+
+``composer.eval_report`` formats the report as the printed table and as JSON.
 """
 
 from __future__ import annotations
@@ -30,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from composer.errors import ComposerError, CorpusError, MidiReadError
+from composer.longrange import DEFAULT_DISTANCES, MAX_TARGETS, long_range
 from composer.midi import Score
+from composer.nll import piece_nlls
 
 if TYPE_CHECKING:  # pragma: no cover
     from composer.checkpoint import Checkpoint
@@ -41,17 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from composer.musicstats import FeatureSet, MusicComparison
     from composer.tokenizer import Tokenizer
 
-DEFAULT_DISTANCES = (64, 256, 1024)
-#: Tokens per chunk when streaming a piece (the state carries across chunks).
-CHUNK = 512
-#: Pieces streamed side by side.
-BATCH_PIECES = 16
-#: Long-range targets per piece, and in all (the same targets for every distance). Each bucket costs
-#: targets x distance LSTM steps: 1024 x 1024 is about half a minute on one CPU thread (small preset).
-TARGETS_PER_PIECE = 256
-MAX_TARGETS = 1024
-#: Window tokens per forward pass when scoring resets (rows x distance).
-RESET_BATCH_TOKENS = 16384
 #: Reference pieces used for the music statistics (the first ones, deterministic).
 MAX_REFERENCE = 512
 #: Length of generated samples: the reference's median duration, within these bounds (seconds).
@@ -87,11 +76,6 @@ class EvalData:
         if self.scores is not None:
             return self.scores[:limit]
         return [tokenizer.decode(ids) for ids in self.pieces[:limit]]
-
-    def describe(self) -> str:
-        if self.kind == "corpus":
-            return f"{self.path}, validation split"
-        return f"{self.path}, MIDI encoded with the checkpoint's tokenizer"
 
 
 def _config_diff(a: Any, b: Any) -> str:
@@ -211,60 +195,6 @@ class Likelihood:
         }
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def token_nlls(
-    model: torch.nn.Module,
-    pieces: Sequence[np.ndarray],
-    *,
-    chunk: int = CHUNK,
-    batch_pieces: int = BATCH_PIECES,
-    pad_id: int = 0,
-) -> list[np.ndarray]:
-    """Per piece, the NLL (nats) of tokens 1..n-1 given everything before them in the piece.
-
-    Pieces are streamed side by side (longest first, padded at the end) ``chunk`` tokens at a time with
-    the LSTM state carried from each piece's start, so each token costs one step however deep it lies.
-    """
-    if chunk < 1:
-        raise ComposerError(f"chunk must be at least 1, got {chunk}")
-    device = _device_of(model)
-    out: list[np.ndarray] = [np.zeros(0)] * len(pieces)
-    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for b0 in range(0, len(order), batch_pieces):
-                group = [i for i in order[b0 : b0 + batch_pieces] if len(pieces[i]) >= 2]
-                if not group:
-                    continue
-                longest = max(len(pieces[i]) for i in group)
-                arr = np.full((len(group), longest), pad_id, dtype=np.int64)
-                for r, i in enumerate(group):
-                    arr[r, : len(pieces[i])] = pieces[i]
-                tokens = torch.from_numpy(arr).to(device)
-                nll = np.zeros((len(group), longest - 1), dtype=np.float64)
-                state = None
-                for s in range(0, longest - 1, chunk):
-                    e = min(s + chunk, longest - 1)
-                    logits, state = model(tokens[:, s:e], state)
-                    loss = F.cross_entropy(
-                        logits.float().reshape(-1, logits.size(-1)),  # (B, T, V) -> (B*T, V)
-                        tokens[:, s + 1 : e + 1].reshape(-1),  # (B, T) -> (B*T,)
-                        reduction="none",
-                    )
-                    nll[:, s:e] = loss.view(len(group), e - s).cpu().double().numpy()
-                for r, i in enumerate(group):
-                    out[i] = nll[r, : len(pieces[i]) - 1]
-    finally:
-        if was_training:
-            model.train()
-    return out
-
-
 def note_counts(tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> list[int]:
     """Notes among each piece's targets (tokens 1..n-1)."""
     return [tokenizer.note_count(np.asarray(p)[1:]) for p in pieces]
@@ -273,150 +203,6 @@ def note_counts(tokenizer: Tokenizer, pieces: Sequence[np.ndarray]) -> list[int]
 def likelihood_of(nlls: Sequence[np.ndarray], notes: Sequence[int]) -> Likelihood:
     total = float(sum(float(np.sum(x)) for x in nlls))
     return Likelihood.from_totals(total, int(sum(len(x) for x in nlls)), int(sum(notes)))
-
-
-# ----------------------------------------------------------------------------------------- long range
-
-
-@dataclass
-class LongRangeBucket:
-    distance: int
-    targets: int
-    pieces: int
-    nll_full: float  # nats/token with the whole history
-    nll_reset: float  # nats/token seeing only the `distance` tokens before each target (fresh state)
-
-    @property
-    def gain(self) -> float:
-        return self.nll_reset - self.nll_full if self.targets else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "distance": self.distance,
-            "gain": self.gain,
-            "targets": self.targets,
-            "pieces": self.pieces,
-            "nll_full": self.nll_full,
-            "nll_reset": self.nll_reset,
-        }
-
-
-@dataclass
-class LongRange:
-    min_position: int
-    targets_per_piece: int
-    eligible_pieces: int
-    buckets: list[LongRangeBucket]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "min_position": self.min_position,
-            "targets_per_piece": self.targets_per_piece,
-            "eligible_pieces": self.eligible_pieces,
-            "buckets": [b.to_dict() for b in self.buckets],
-        }
-
-
-def window_nll(model: torch.nn.Module, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of ``targets[r]`` right after ``windows[r]`` (R, L) fed from a fresh zero state."""
-    device = _device_of(model)
-    with torch.inference_mode():
-        x = torch.as_tensor(windows, dtype=torch.long, device=device)
-        logits, _ = model(x, None)
-        lp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # only the last position predicts the target
-        t = torch.as_tensor(targets, dtype=torch.long, device=device)
-        return (-lp.gather(1, t[:, None])[:, 0]).cpu().double().numpy()
-
-
-def reset_nlls(
-    model: torch.nn.Module,
-    ids: np.ndarray,
-    positions: np.ndarray,
-    distance: int,
-    full: np.ndarray,
-    batch_tokens: int = RESET_BATCH_TOKENS,
-) -> np.ndarray:
-    """NLL of ``ids[t]`` for each t in ``positions`` seeing only ``ids[t-distance:t]`` from a zero state.
-
-    Where the window would reach the piece's start (t <= distance) nothing is cut: the value is the full
-    history's, ``full[t-1]``, exactly. ``full`` is the piece's ``token_nlls``.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    positions = np.asarray(positions, dtype=np.int64)
-    out = full[positions - 1].astype(np.float64).copy()
-    cut = np.flatnonzero(positions > distance)
-    rows = max(1, batch_tokens // max(distance, 1))
-    was_training = model.training
-    model.eval()
-    try:
-        for k in range(0, len(cut), rows):
-            sel = cut[k : k + rows]
-            t = positions[sel]
-            windows = ids[t[:, None] - distance + np.arange(distance)[None, :]]
-            out[sel] = window_nll(model, windows, ids[t])
-    finally:
-        if was_training:
-            model.train()
-    return out
-
-
-def long_range_positions(length: int, min_position: int, k: int) -> np.ndarray:
-    """Up to ``k`` target positions spread evenly over [min_position, length-1] (deterministic)."""
-    lo, hi = max(min_position, 1), length - 1
-    if hi < lo or k < 1:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.rint(np.linspace(lo, hi, min(k, hi - lo + 1))).astype(np.int64))
-
-
-def long_range(
-    model: torch.nn.Module,
-    pieces: Sequence[np.ndarray],
-    full: Sequence[np.ndarray],
-    distances: Sequence[int] = DEFAULT_DISTANCES,
-    *,
-    min_position: int | None = None,
-    targets_per_piece: int = TARGETS_PER_PIECE,
-    max_targets: int = MAX_TARGETS,
-    log: Log = _quiet,
-) -> LongRange:
-    """Full-history NLL against reset-at-distance NLL on the same targets, per distance.
-
-    Targets: positions >= ``min_position`` (default ``max(distances)``), at most ``targets_per_piece``
-    per piece and about ``max_targets`` in all, spread evenly; every bucket uses the same targets.
-    ``full`` is ``token_nlls(model, pieces)``. Costs about targets x distance LSTM steps per bucket.
-    """
-    distances = sorted({int(d) for d in distances})
-    if not distances or distances[0] < 1:
-        raise ComposerError(f"distances must be positive token counts, got {list(distances)}")
-    if min_position is None:
-        min_position = max(distances)
-    eligible = [i for i, p in enumerate(pieces) if len(p) - 1 >= max(min_position, 1)]
-    per_piece = targets_per_piece
-    if eligible:
-        per_piece = max(1, min(targets_per_piece, math.ceil(max_targets / len(eligible))))
-    chosen = {i: long_range_positions(len(pieces[i]), min_position, per_piece) for i in eligible}
-    buckets = []
-    for d in distances:
-        full_sum = reset_sum = 0.0
-        n = 0
-        for i, pos in chosen.items():
-            if not len(pos):
-                continue
-            r = reset_nlls(model, pieces[i], pos, d, full[i])
-            full_sum += float(full[i][pos - 1].sum())
-            reset_sum += float(r.sum())
-            n += len(pos)
-        log(f"long range: distance {d}, {n} targets")
-        buckets.append(
-            LongRangeBucket(
-                distance=d,
-                targets=n,
-                pieces=len(eligible),
-                nll_full=full_sum / n if n else float("nan"),
-                nll_reset=reset_sum / n if n else float("nan"),
-            )
-        )
-    return LongRange(min_position, per_piece, len(eligible), buckets)
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -485,13 +271,6 @@ class SampleSet:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-_CUT_MARKERS = ("token cap", "by force")
-
-
-def _is_cut(warnings: Sequence[str]) -> bool:
-    return any(m in w for w in warnings for m in _CUT_MARKERS)
-
-
 def read_samples(folder: str | os.PathLike[str]) -> SampleSet:
     """Generated songs from a folder (``composer generate`` output: ``song_NNN.mid`` + ``.json``)."""
     from composer.corpus import find_midi_files
@@ -510,18 +289,21 @@ def read_samples(folder: str | os.PathLike[str]) -> SampleSet:
         except ComposerError as e:
             failed.append((str(f), str(e)))
             continue
-        warns: list[str] = []
-        sidecar = f.with_suffix(".json")
-        if sidecar.is_file():
-            try:
-                w = json.loads(sidecar.read_text()).get("warnings", [])
-                warns = [str(x) for x in w] if isinstance(w, list) else []
-            except (OSError, ValueError, AttributeError):
-                warns = []
-        cut.append(_is_cut(warns))
+        cut.append(_sidecar_cut(f.with_suffix(".json")))
     if not scores:
         raise ComposerError(f"{path}: none of the {len(files)} sample files could be read")
     return SampleSet(scores, cut, str(path), failed)
+
+
+def _sidecar_cut(sidecar: Path) -> bool:
+    """A generated song's ``"cut"`` (cut by the length limit) from its JSON sidecar; False without one."""
+    if not sidecar.is_file():
+        return False
+    try:
+        cut = json.loads(sidecar.read_text()).get("cut", False)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return cut is True
 
 
 def sample_seconds(reference: Sequence[Score]) -> float:
@@ -538,7 +320,7 @@ def generate_samples(
     songs = generate(ckpt, n, Length(seconds=seconds), temperature=temperature, seed=seed, device=device)
     return SampleSet(
         [s.score for s in songs],
-        [_is_cut(s.warnings) for s in songs],
+        [s.cut for s in songs],
         f"generated: {n} x {seconds:.0f} s, temperature {temperature:g}, seed {seed}",
     )
 
@@ -570,8 +352,7 @@ def sampled_music_stats(
     """Sample ``n`` short songs from ``model`` and compare them with ``reference`` (``music_stats_summary``).
 
     Sampling uses its own seeded CPU generator and the model in eval mode (restored afterwards), so it
-    neither consumes the global torch RNG nor changes a training run's course. About a second on a CPU
-    for the small preset with the defaults.
+    neither consumes the global torch RNG nor changes a training run's course.
     """
     from composer.musicstats import FeatureSet, music_stats_summary
     from composer.sample import Length, sample_ids
@@ -583,7 +364,7 @@ def sampled_music_stats(
         n,
         Length(seconds=seconds),
         generator=gen,
-        device=device if device is not None else _device_of(model),
+        device=device if device is not None else next(model.parameters()).device,
     )
     scores = [tokenizer.decode(ids) for ids in out.ids]
     cut = (np.asarray(out.hit_cap) | np.asarray(out.forced)).tolist()
@@ -631,10 +412,44 @@ def evaluate_checkpoint(
     data_set = load_eval_data(ckpt, data)
     given_samples = read_samples(samples_dir) if samples_dir is not None else None  # fail early
     window = int(ckpt.train_config.get("window") or 0)
-    report: dict[str, Any] = {
+    report = _report_header(ckpt, data_set, window)
+
+    log(f"scoring {len(data_set.pieces)} pieces")
+    nlls = piece_nlls(ckpt.model, data_set.pieces, pad_id=int(tok.pad_id))
+    notes = note_counts(tok, data_set.pieces)
+    report.update(likelihood_of(nlls, notes).to_dict())
+    if baselines:
+        report["baselines"] = _baselines_section(ckpt, data_set, notes, ngram_order, log)
+    if distances:
+        min_pos = max(max(int(d) for d in distances), window)
+        lr = long_range(
+            ckpt.model,
+            data_set.pieces,
+            nlls,
+            distances,
+            min_position=min_pos,
+            max_targets=max_targets,
+            log=log,
+        )
+        report["long_range"] = lr.to_dict()
+    comparison = None
+    if given_samples is not None or samples > 0:
+        reference = data_set.reference_scores(tok)
+        if given_samples is not None:
+            sset = given_samples
+        else:
+            seconds = sample_seconds(reference)
+            log(f"generating {samples} samples of {seconds:.0f} s")
+            sset = generate_samples(ckpt, samples, seconds, seed, temperature, str(dev))
+        comparison, report["music"] = _music_section(reference, sset)
+    return Evaluation(report, comparison)
+
+
+def _report_header(ckpt: Checkpoint, data_set: EvalData, window: int) -> dict[str, Any]:
+    return {
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
-        "encoding": tok.encoding,
+        "encoding": ckpt.tokenizer.encoding,
         "parameters": sum(p.numel() for p in ckpt.model.parameters()),
         "train_window": window or None,
         "data": {
@@ -646,157 +461,29 @@ def evaluate_checkpoint(
         },
     }
 
-    # likelihood
-    log(f"scoring {len(data_set.pieces)} pieces")
-    nlls = token_nlls(ckpt.model, data_set.pieces, pad_id=int(tok.pad_id))
-    notes = note_counts(tok, data_set.pieces)
-    report.update(likelihood_of(nlls, notes).to_dict())
 
-    # baselines
-    if baselines:
-        corpus, remark = training_corpus(ckpt, data_set)
-        if corpus is None:
-            report["baselines"] = {"skipped": remark}
-        else:
-            log(f"fitting the unigram and {ngram_order}-gram baselines on {corpus.path}")
-            report["baselines"] = baseline_likelihoods(corpus, data_set.pieces, notes, ngram_order)
-            if remark:
-                report["baselines"]["note"] = remark.strip(" ()")
-
-    # long range
-    min_pos = max(max(int(d) for d in distances), window) if distances else 0
-    if distances:
-        lr = long_range(
-            ckpt.model,
-            data_set.pieces,
-            nlls,
-            distances,
-            min_position=min_pos,
-            max_targets=max_targets,
-            log=log,
-        )
-        report["long_range"] = lr.to_dict()
-
-    # music
-    comparison = None
-    if given_samples is not None or samples > 0:
-        from composer.musicstats import FeatureSet, compare_sets
-
-        reference = data_set.reference_scores(tok)
-        if given_samples is not None:
-            sset = given_samples
-        else:
-            seconds = sample_seconds(reference)
-            log(f"generating {samples} samples of {seconds:.0f} s")
-            sset = generate_samples(ckpt, samples, seconds, seed, temperature, str(dev))
-        comparison = compare_sets(
-            FeatureSet.from_scores(reference), FeatureSet.from_scores(sset.scores, sset.cut)
-        )
-        report["music"] = {
-            "samples_source": sset.source,
-            "samples_failed": [{"path": p, "reason": r} for p, r in sset.failed],
-            **comparison.to_dict(),
-        }
-    return Evaluation(report, comparison)
+def _baselines_section(
+    ckpt: Checkpoint, data_set: EvalData, notes: Sequence[int], order: int, log: Log
+) -> dict[str, Any]:
+    corpus, remark = training_corpus(ckpt, data_set)
+    if corpus is None:
+        return {"skipped": remark}
+    log(f"fitting the unigram and {order}-gram baselines on {corpus.path}")
+    out = baseline_likelihoods(corpus, data_set.pieces, notes, order)
+    if remark:
+        out["note"] = remark.strip(" ()")
+    return out
 
 
-def _clean(obj: Any) -> Any:
-    """NaN and infinities become null so that the JSON is valid."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
+def _music_section(reference: list[Score], sset: SampleSet) -> tuple[MusicComparison, dict[str, Any]]:
+    from composer.musicstats import FeatureSet, compare_sets
 
-
-def report_json(report: dict[str, Any]) -> str:
-    return json.dumps(_clean(report), indent=2) + "\n"
-
-
-def _f(x: Any, spec: str = ".4f") -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
-
-
-def format_report(r: dict[str, Any]) -> str:
-    """The table ``composer evaluate`` prints."""
-    lines: list[str] = []
-    d = r["data"]
-    lines.append(f"checkpoint  {r['checkpoint']} (step {r['step']}, {r['encoding']} encoding, "
-                 f"{r['parameters']:,} parameters)")  # fmt: skip
-    where = f"{d['path']}, validation split" if d["kind"] == "corpus" else f"{d['path']} (MIDI)"
-    lines.append(f"data        {where}: {d['pieces']} pieces, {r['tokens']:,} tokens, {r['notes']:,} notes")
-    for f in d["failed"][:10]:
-        lines.append(f"  skipped {f['path']}: {f['reason']}")
-    if len(d["failed"]) > 10:
-        lines.append(f"  ... and {len(d['failed']) - 10} more skipped")
-
-    lines.append("")
-    lines.append(f"{'likelihood':<32}{'nats/token':>11}{'nats/note':>11}{'perplexity':>12}")
-    rows = [("LSTM (this checkpoint)", r)]
-    b = r.get("baselines") or {}
-    if "ngram" in b:
-        rows.append((f"{b['ngram']['order']}-gram (Kneser-Ney)", b["ngram"]))
-        rows.append(("unigram", b["unigram"]))
-    for name, x in rows:
-        lines.append(
-            f"  {name:<30}{_f(x['nats_per_token']):>11}{_f(x['nats_per_note'], '.3f'):>11}"
-            f"{_f(x['perplexity'], '.2f'):>12}"
-        )
-    if "train_corpus" in b:
-        note = f"; {b['note']}" if b.get("note") else ""
-        lines.append(
-            f"  baselines fit on {b['train_corpus']} train split ({b['train_tokens']:,} tokens){note}"
-        )
-    elif "skipped" in b:
-        lines.append(f"  no baselines: {b['skipped']}")
-
-    lr = r.get("long_range")
-    if lr:
-        lines.append("")
-        n = lr["buckets"][0]["targets"] if lr["buckets"] else 0
-        lines.append(
-            f"long-range context: {n:,} targets at positions >= {lr['min_position']} "
-            f"in {lr['eligible_pieces']} pieces"
-        )
-        if n:
-            lines.append(f"  {'history cut to':<18}{'full NLL':>10}{'reset NLL':>11}{'gain':>10}")
-            for bk in lr["buckets"]:
-                lines.append(
-                    f"  {str(bk['distance']) + ' tokens':<18}{_f(bk['nll_full']):>10}"
-                    f"{_f(bk['nll_reset']):>11}{_f(bk['gain'], '+.4f'):>10}"
-                )
-            lines.append("  gain = reset - full, nats/token; > 0: the model uses context older than that")
-        else:
-            lines.append("  no piece is that long; try smaller --distances")
-
-    m = r.get("music")
-    if m:
-        lines.append("")
-        lines.append(
-            f"music: {m['sample_pieces']} samples vs {m['reference_pieces']} reference pieces "
-            "(Yang & Lerch 2018: OA 1 and KL 0 = same distribution)"
-        )
-        lines.append(f"  {'feature':<16}{'OA':>8}{'KL':>9}")
-        for name, c in m["features"].items():
-            lines.append(f"  {name:<16}{_f(c['oa'], '.3f'):>8}{_f(c['kl'], '.3f'):>9}")
-        lines.append(f"  {'mean':<16}{_f(m['mean_oa'], '.3f'):>8}{_f(m['mean_kl'], '.3f'):>9}")
-        ss, sr = m["self_similarity"]["samples"], m["self_similarity"]["reference"]
-        lines.append(
-            f"  self-similarity: repeated bars {_f(ss['repeated_bars'], '.1%')} "
-            f"(reference {_f(sr['repeated_bars'], '.1%')}), chroma similarity "
-            f"{_f(ss['chroma_similarity'], '.2f')} (reference {_f(sr['chroma_similarity'], '.2f')})"
-        )
-        ds, dr = m["degenerate"]["samples"], m["degenerate"]["reference"]
-        lines.append(
-            f"  degenerate samples: {ds['degenerate']} of {ds['pieces']} (silence > 8 s {ds['silence']}, "
-            f"one pitch > 80% {ds['one_pitch']}, cut by the length limit {ds['cut']}, "
-            f"no notes {ds['no_notes']}); reference {dr['degenerate']} of {dr['pieces']}"
-        )
-        lines.append(f"  samples: {m['samples_source']}")
-        for f in m["samples_failed"][:5]:
-            lines.append(f"  skipped sample {f['path']}: {f['reason']}")
-    return "\n".join(lines)
+    comparison = compare_sets(
+        FeatureSet.from_scores(reference), FeatureSet.from_scores(sset.scores, sset.cut)
+    )
+    section = {
+        "samples_source": sset.source,
+        "samples_failed": [{"path": p, "reason": r} for p, r in sset.failed],
+        **comparison.to_dict(),
+    }
+    return comparison, section

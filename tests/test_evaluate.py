@@ -14,17 +14,11 @@ from click.testing import CliRunner
 
 from composer.baselines import NGramModel, UnigramModel
 from composer.cli import main
-from composer.evaluate import (
-    Likelihood,
-    likelihood_of,
-    long_range,
-    note_counts,
-    reset_nlls,
-    token_nlls,
-    window_nll,
-)
+from composer.evaluate import Likelihood, likelihood_of, note_counts
+from composer.longrange import long_range, next_token_nll, reset_nlls
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, write_midi
 from composer.model import LSTMModel, ModelConfig
+from composer.nll import piece_nlls
 from composer.tokenizer import TokenizerConfig, tokenizer_from_config
 from composer.train import train
 from tests.helpers_train import build_tiny_corpus, make_midi_files, tiny_config
@@ -55,8 +49,8 @@ def test_streaming_carries_the_state_across_chunks_and_pieces() -> None:
     model = _model(50)
     rng = np.random.default_rng(0)
     pieces = [np.concatenate([[1], rng.integers(3, 50, n), [2]]) for n in (40, 7, 25)]
-    whole = token_nlls(model, pieces, chunk=1000, batch_pieces=1)
-    chunked = token_nlls(model, pieces, chunk=5, batch_pieces=3)  # padded side by side, 5 tokens a time
+    whole = piece_nlls(model, pieces, chunk=1000, batch_pieces=1)
+    chunked = piece_nlls(model, pieces, chunk=5, batch_pieces=3)  # padded side by side, 5 tokens a time
     for p, a, b in zip(pieces, whole, chunked):
         assert a.shape == b.shape == (len(p) - 1,)  # tokens 1..n-1: BOS is context, not a target
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -64,7 +58,7 @@ def test_streaming_carries_the_state_across_chunks_and_pieces() -> None:
     p = pieces[0]
     for t in (1, 9, 30, len(p) - 1):
         np.testing.assert_allclose(
-            window_nll(model, p[None, :t], p[t : t + 1]), whole[0][t - 1 : t], rtol=1e-5
+            next_token_nll(model, p[None, :t], p[t : t + 1]), whole[0][t - 1 : t], rtol=1e-5
         )
 
 
@@ -72,7 +66,7 @@ def test_nats_per_note_is_nats_per_token_times_tokens_over_notes() -> None:
     tok = tokenizer_from_config(TokenizerConfig())
     ids = tok.encode(_melody_score([60, 62, 64, 65, 67, 65, 64, 62] * 2))[0].astype(np.int64)
     model = _model(tok.vocab.size)
-    nlls = token_nlls(model, [ids, ids[:30]])
+    nlls = piece_nlls(model, [ids, ids[:30]])
     notes = note_counts(tok, [ids, ids[:30]])
     lk = likelihood_of(nlls, notes)
     assert lk.tokens == len(ids) - 1 + 29 and lk.notes == 16 + tok.note_count(ids[1:30])
@@ -102,8 +96,8 @@ def test_a_memorised_piece_scores_far_better_than_its_notes_shuffled() -> None:
         loss.backward()
         opt.step()
     model.eval()
-    own = likelihood_of(token_nlls(model, [ids]), note_counts(tok, [ids]))
-    other = likelihood_of(token_nlls(model, [shuffled]), note_counts(tok, [shuffled]))
+    own = likelihood_of(piece_nlls(model, [ids]), note_counts(tok, [ids]))
+    other = likelihood_of(piece_nlls(model, [shuffled]), note_counts(tok, [shuffled]))
     assert own.nats_per_note < 0.2 * other.nats_per_note
     assert own.nats_per_token < 0.3
 
@@ -115,7 +109,7 @@ def test_long_range_gain_is_exactly_zero_under_identical_conditions() -> None:
     model = _model(40, seed=1)
     rng = np.random.default_rng(1)
     pieces = [np.concatenate([[1], rng.integers(3, 40, n), [2]]) for n in (60, 90)]
-    full = token_nlls(model, pieces)
+    full = piece_nlls(model, pieces)
     # a reset so far back that it reaches the piece's start is the full history: gain exactly 0
     lr = long_range(model, pieces, full, distances=(500, 10_000), min_position=1)
     for b in lr.buckets:
@@ -130,14 +124,14 @@ def test_long_range_gain_is_exactly_zero_under_identical_conditions() -> None:
     # the cut windows are what they say: ids[t-d:t] from a zero state
     p, t, d = pieces[1], np.array([70, 80]), 16
     got = reset_nlls(model, p, t, d, full[1])
-    want = window_nll(model, np.stack([p[70 - d : 70], p[80 - d : 80]]), p[t])
+    want = next_token_nll(model, np.stack([p[70 - d : 70], p[80 - d : 80]]), p[t])
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_long_range_skips_pieces_too_short() -> None:
     model = _model(20)
     pieces = [np.array([1, 5, 6, 2])]
-    lr = long_range(model, pieces, token_nlls(model, pieces), distances=(64,))
+    lr = long_range(model, pieces, piece_nlls(model, pieces), distances=(64,))
     assert lr.eligible_pieces == 0 and lr.buckets[0].targets == 0 and np.isnan(lr.buckets[0].gain)
 
 
@@ -300,3 +294,21 @@ def test_music_stats_for_training_are_cheap_and_leave_the_run_alone(run: tuple[P
     assert {"mean_oa", "mean_kl", "oa_pitch_class", "degenerate_rate"} <= set(stats)
     assert 0.0 <= stats["mean_oa"] <= 1.0
     assert stats == sampled_music_stats(model, corpus.tokenizer, ref, n=2, seconds=4.0, seed=1)
+
+
+def test_read_samples_takes_cut_from_the_sidecar_key(tmp_path: Path) -> None:
+    from composer.evaluate import read_samples
+
+    songs = tmp_path / "songs"
+    make_midi_files(songs, n=4, seed=2, bars=2)
+    files = sorted(songs.glob("*.mid"))
+    sidecars = [
+        {"cut": True, "warnings": []},
+        {"cut": False, "warnings": ["reached the token cap; ended by force"]},  # the wording is not read
+        None,  # no sidecar: not cut
+        "not json",
+    ]
+    for f, side in zip(files, sidecars):
+        if side is not None:
+            f.with_suffix(".json").write_text(side if isinstance(side, str) else json.dumps(side))
+    assert read_samples(songs).cut == [True, False, False, False]

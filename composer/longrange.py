@@ -1,0 +1,176 @@
+"""Long-range structure: does the model use context older than d tokens?
+
+For targets far into each piece (position >= max(distances), and >= the training window when
+``composer.evaluate`` asks) the NLL with the full history is set against the NLL when the model sees only
+the d tokens before the target from a fresh zero state. ``gain = reset - full`` (nats/token) > 0 means the
+model uses context older than d tokens. A reset whose window reaches the start of the piece *is* the full
+history, by definition, so its gain is exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from composer.errors import ComposerError
+
+DEFAULT_DISTANCES = (64, 256, 1024)
+#: Long-range targets per piece, and in all (the same targets for every distance). Each bucket costs
+#: targets x distance LSTM steps.
+TARGETS_PER_PIECE = 256
+MAX_TARGETS = 1024
+#: Window tokens per forward pass when scoring resets (rows x distance).
+RESET_BATCH_TOKENS = 16384
+
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass
+class LongRangeBucket:
+    distance: int
+    targets: int
+    pieces: int
+    nll_full: float  # nats/token with the whole history
+    nll_reset: float  # nats/token seeing only the `distance` tokens before each target (fresh state)
+
+    @property
+    def gain(self) -> float:
+        return self.nll_reset - self.nll_full if self.targets else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "distance": self.distance,
+            "gain": self.gain,
+            "targets": self.targets,
+            "pieces": self.pieces,
+            "nll_full": self.nll_full,
+            "nll_reset": self.nll_reset,
+        }
+
+
+@dataclass
+class LongRange:
+    min_position: int
+    targets_per_piece: int
+    eligible_pieces: int
+    buckets: list[LongRangeBucket]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_position": self.min_position,
+            "targets_per_piece": self.targets_per_piece,
+            "eligible_pieces": self.eligible_pieces,
+            "buckets": [b.to_dict() for b in self.buckets],
+        }
+
+
+def next_token_nll(model: torch.nn.Module, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NLL of ``targets[r]`` right after ``windows[r]`` (R, L) fed from a fresh zero state."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        x = torch.as_tensor(windows, dtype=torch.long, device=device)
+        logits, _ = model(x, None)
+        lp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # only the last position predicts the target
+        t = torch.as_tensor(targets, dtype=torch.long, device=device)
+        return (-lp.gather(1, t[:, None])[:, 0]).cpu().double().numpy()
+
+
+def reset_nlls(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    positions: np.ndarray,
+    distance: int,
+    full: np.ndarray,
+    batch_tokens: int = RESET_BATCH_TOKENS,
+) -> np.ndarray:
+    """NLL of ``ids[t]`` for each t in ``positions`` seeing only ``ids[t-distance:t]`` from a zero state.
+
+    Where the window would reach the piece's start (t <= distance) nothing is cut: the value is the full
+    history's, ``full[t-1]``, exactly. ``full`` is the piece's ``composer.nll.piece_nlls``.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    out = full[positions - 1].astype(np.float64).copy()
+    cut = np.flatnonzero(positions > distance)
+    rows = max(1, batch_tokens // max(distance, 1))
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(0, len(cut), rows):
+            sel = cut[k : k + rows]
+            t = positions[sel]
+            windows = ids[t[:, None] - distance + np.arange(distance)[None, :]]
+            out[sel] = next_token_nll(model, windows, ids[t])
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def long_range_positions(length: int, min_position: int, k: int) -> np.ndarray:
+    """Up to ``k`` target positions spread evenly over [min_position, length-1] (deterministic)."""
+    lo, hi = max(min_position, 1), length - 1
+    if hi < lo or k < 1:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.rint(np.linspace(lo, hi, min(k, hi - lo + 1))).astype(np.int64))
+
+
+def long_range(
+    model: torch.nn.Module,
+    pieces: Sequence[np.ndarray],
+    full: Sequence[np.ndarray],
+    distances: Sequence[int] = DEFAULT_DISTANCES,
+    *,
+    min_position: int | None = None,
+    targets_per_piece: int = TARGETS_PER_PIECE,
+    max_targets: int = MAX_TARGETS,
+    log: Log = _quiet,
+) -> LongRange:
+    """Full-history NLL against reset-at-distance NLL on the same targets, per distance.
+
+    Targets: positions >= ``min_position`` (default ``max(distances)``), at most ``targets_per_piece``
+    per piece and about ``max_targets`` in all, spread evenly; every bucket uses the same targets.
+    ``full`` is ``composer.nll.piece_nlls(model, pieces)``. Costs about targets x distance LSTM steps per
+    bucket.
+    """
+    distances = sorted({int(d) for d in distances})
+    if not distances or distances[0] < 1:
+        raise ComposerError(f"distances must be positive token counts, got {list(distances)}")
+    if min_position is None:
+        min_position = max(distances)
+    eligible = [i for i, p in enumerate(pieces) if len(p) - 1 >= max(min_position, 1)]
+    per_piece = targets_per_piece
+    if eligible:
+        per_piece = max(1, min(targets_per_piece, math.ceil(max_targets / len(eligible))))
+    chosen = {i: long_range_positions(len(pieces[i]), min_position, per_piece) for i in eligible}
+    buckets = []
+    for d in distances:
+        full_sum = reset_sum = 0.0
+        n = 0
+        for i, pos in chosen.items():
+            if not len(pos):
+                continue
+            r = reset_nlls(model, pieces[i], pos, d, full[i])
+            full_sum += float(full[i][pos - 1].sum())
+            reset_sum += float(r.sum())
+            n += len(pos)
+        log(f"long range: distance {d}, {n} targets")
+        buckets.append(
+            LongRangeBucket(
+                distance=d,
+                targets=n,
+                pieces=len(eligible),
+                nll_full=full_sum / n if n else float("nan"),
+                nll_reset=reset_sum / n if n else float("nan"),
+            )
+        )
+    return LongRange(min_position, per_piece, len(eligible), buckets)
