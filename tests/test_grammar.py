@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+from tests.helpers_grammar import accepts, ids_of
 from tests.midi_factory import SCORES
 
 TOKENIZERS = {enc: tokenizer_from_config(TokenizerConfig(encoding=enc)) for enc in ("beat", "performance")}
@@ -46,7 +47,7 @@ def test_sampled_sequences_are_fixed_points_of_decode_encode(encoding, seed, pea
     # closing can take two tokens per sounding note (random logits leave many sounding)
     for seq in sample(tok, np.random.default_rng(seed), steps=900, end_after=250, peaky=peaky):
         assert seq[-1] == tok.eos_id, "request_end must finish the piece"
-        assert tok.grammar().valid(seq)
+        assert accepts(tok.grammar(), seq)
         score = tok.decode(seq)
         assert all(n.end > n.start for i in score.instruments for n in i.notes)
         if score.note_count:
@@ -61,7 +62,7 @@ def test_sampled_sequences_are_fixed_points_of_decode_encode(encoding, seed, pea
 def test_encoder_output_is_valid_under_the_grammar(encoding, name):
     tok = TOKENIZERS[encoding]
     ids = tok.encode(SCORES[name]())[0]
-    assert tok.grammar().valid(ids)
+    assert accepts(tok.grammar(), ids)
 
 
 def test_beat_ending_stops_on_a_bar_line():
@@ -74,7 +75,7 @@ def test_beat_ending_stops_on_a_bar_line():
 
 
 def test_performance_polyphony_is_capped():
-    from composer.tokenizer.grammar import MAX_POLYPHONY
+    from composer.tokenizer.performance_grammar import MAX_SAMPLED_POLYPHONY
 
     tok = TOKENIZERS["performance"]
     g = tok.grammar()
@@ -82,7 +83,7 @@ def test_performance_polyphony_is_capped():
         st_ = g.start(1)
         for t in seq[1:]:
             g.advance(st_, np.array([t]))
-            assert st_.rows[0].n_sounding <= MAX_POLYPHONY
+            assert st_.rows[0].n_sounding <= MAX_SAMPLED_POLYPHONY
 
 
 def test_performance_ending_closes_every_note():
@@ -128,15 +129,15 @@ def test_lenient_notes_before_any_program_are_program_0_as_the_decoder_reads_the
     g = tok.grammar()
     state = g.start(1)
     toks = ["NOTE_ON_60", "NOTE_ON_62", "TIME_SHIFT_10", "NOTE_OFF_60"]
-    for t in tok.tokens_to_ids(toks):
+    for t in ids_of(tok, toks):
         g.advance(state, np.array([t]), strict=False)
     row = state.rows[0]
     assert row.n_sounding == 1 and row.sounding[0, 62] == 1 and row.sounding.sum() == 1  # not the drums row
-    assert [n.pitch for i in tok.decode(tok.tokens_to_ids(["BOS", *toks])).instruments for n in i.notes] == [
+    assert [n.pitch for i in tok.decode(ids_of(tok, ["BOS", *toks])).instruments for n in i.notes] == [
         60, 62
     ]  # fmt: skip
     # the sampler may now close the note that sounds, and only that one
-    g.advance(state, tok.tokens_to_ids(["PROGRAM_0"]))
+    g.advance(state, ids_of(tok, ["PROGRAM_0"]))
     mask = state.mask()[0]
     assert mask[tok.vocab.id("NOTE_OFF_62")] and not mask[tok.vocab.id("NOTE_OFF_60")]
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature
 from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+from tests.helpers_grammar import accepts, ids_of
 
 TPQ = 480
 CONFIGS = {
@@ -51,7 +52,7 @@ def scores(draw) -> Score:  # type: ignore[no-untyped-def]
     tpq = draw(st.sampled_from([96, 480, 960]))
     k = tpq / TPQ
     by: dict[int, Instrument] = {}
-    # at most 30 notes and their partners: fewer than MAX_POLYPHONY can sound at once
+    # at most 30 notes and their partners: fewer than MAX_SAMPLED_POLYPHONY can sound at once
     for prog, pitch, vel, start, dur, partner in draw(st.lists(_note, min_size=1, max_size=30)):
         inst = by.setdefault(prog, Instrument(max(prog, 0), prog < 0, "", []))
         s = int(start * k)
@@ -93,7 +94,7 @@ def assert_accepted(tok, ids) -> None:  # type: ignore[no-untyped-def]
             raise AssertionError(f"token {i} {tok.vocab.token(t)} rejected after ... {context}")
         g.advance(state, np.array([t]))
     assert state.finished[0]
-    assert g.valid(ids)
+    assert accepts(g, ids)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -149,9 +150,9 @@ def test_beat_grammar_admits_a_unison_only_in_the_encoders_order():
         (["PITCH_60", "DURATION_96", "DURATION_5", "PITCH_60", "DURATION_96", "DURATION_5"], True),
         (["PITCH_60", "DURATION_96", "PITCH_60", "DURATION_96", "DURATION_1"], True),
     ]:
-        assert g.valid(tok.tokens_to_ids([*head, *body, "EOS"])) is ok, body
+        assert accepts(g, ids_of(tok, [*head, *body, "EOS"])) is ok, body
         if ok:
-            score = tok.decode(tok.tokens_to_ids([*head, *body, "EOS"]))
+            score = tok.decode(ids_of(tok, [*head, *body, "EOS"]))
             assert tok.ids_to_tokens(tok.encode(score)[0]) == [*head, *body, "EOS"]
 
 
@@ -194,7 +195,7 @@ def test_beat_ending_begins_no_new_unison():
     state = g.start(1)
     for t in ["BAR", "TIME_SIGNATURE_4/4", "POSITION_0", "TEMPO_120", "PROGRAM_0", "VELOCITY_19", "PITCH_127",
               "DURATION_12"]:  # fmt: skip
-        g.advance(state, tok.tokens_to_ids([t]))
+        g.advance(state, ids_of(tok, [t]))
     pitch, vel = tok.vocab.id("PITCH_127"), tok.vocab.id("VELOCITY_3")
     assert state.mask()[0, pitch] and state.mask()[0, vel]
     g.request_end(state, np.array([True]))
@@ -203,11 +204,11 @@ def test_beat_ending_begins_no_new_unison():
 
 
 def test_performance_polyphony_cap_is_the_one_exception():
-    """MAX_POLYPHONY notes may sound at once; one more is valid data that the grammar never samples."""
-    from composer.tokenizer.grammar import MAX_POLYPHONY
+    """MAX_SAMPLED_POLYPHONY notes may sound at once; one more is valid data the grammar never samples."""
+    from composer.tokenizer.performance_grammar import MAX_SAMPLED_POLYPHONY
 
     tok = TOKENIZERS["performance"]
-    for n, ok in [(MAX_POLYPHONY, True), (MAX_POLYPHONY + 1, False)]:
+    for n, ok in [(MAX_SAMPLED_POLYPHONY, True), (MAX_SAMPLED_POLYPHONY + 1, False)]:
         notes = [Note(20 + k, 80, 0, TPQ) for k in range(n)]
         ids, _ = tok.encode(Score(TPQ, [Instrument(0, False, "", notes)], [TempoChange(0, 120.0)]))
-        assert tok.grammar().valid(ids) is ok
+        assert accepts(tok.grammar(), ids) is ok

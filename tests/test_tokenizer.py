@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
@@ -13,13 +14,19 @@ from hypothesis import strategies as st
 from composer.errors import ConfigError, TokenError
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, read_midi, write_midi
 from composer.tokenizer import (
+    ENCODINGS,
+    TOKEN_HEADER,
+    TOKENIZERS,
     BeatTokenizer,
     PerformanceTokenizer,
+    Tokenizer,
     TokenizerConfig,
     TokenRange,
     Vocabulary,
+    tokenizer_for_text,
     tokenizer_from_config,
 )
+from tests.helpers_grammar import ids_of
 from tests.midi_factory import SCORES, TPQ
 
 BEAT = BeatTokenizer(TokenizerConfig())
@@ -126,6 +133,11 @@ def test_config_errors_name_value_and_range(kwargs, message):
 # ------------------------------------------------------------------------------------------ fidelity checks
 
 
+def velocity_bin(tok: Tokenizer, velocity: int) -> int:
+    """The velocity's bin by the definition: 1..127 split into ``velocity_bins`` equal parts."""
+    return (min(max(velocity, 1), 127) - 1) * tok.config.velocity_bins // 127
+
+
 def _beat_check(orig: Score, dec: Score, tok: BeatTokenizer) -> None:
     """Every note's pitch, program and drum flag exact; onset/offset within one grid step; velocity bin.
 
@@ -139,8 +151,8 @@ def _beat_check(orig: Score, dec: Score, tok: BeatTokenizer) -> None:
     for key in groups:
         a, b = groups[key], back[key]
         assert len(a) == len(b), key
-        on_a = sorted((math.floor(s / step + 0.5), tok.velocity_bin(v)) for s, _, v in a)  # grid, half up
-        on_b = sorted((round(s / step), tok.velocity_bin(v)) for s, _, v in b)
+        on_a = sorted((math.floor(s / step + 0.5), velocity_bin(tok, v)) for s, _, v in a)  # grid, half up
+        on_b = sorted((round(s / step), velocity_bin(tok, v)) for s, _, v in b)
         assert on_a == on_b, key
         for e0, e1 in zip(sorted(max(e, s + step) for s, e, _ in a), sorted(e for _, e, _ in b)):
             assert abs(e0 - e1) <= step + 1e-9, key
@@ -155,8 +167,8 @@ def _perf_check(orig: Score, dec: Score, tok: PerformanceTokenizer) -> None:
     for key in groups:
         a, b = groups[key], back[key]
         assert len(a) == len(b), key
-        on_a = sorted((round(s / step), tok.velocity_bin(v)) for s, _, v in a)
-        on_b = sorted((round(s / step), tok.velocity_bin(v)) for s, _, v in b)
+        on_a = sorted((round(s / step), velocity_bin(tok, v)) for s, _, v in a)
+        on_b = sorted((round(s / step), velocity_bin(tok, v)) for s, _, v in b)
         assert [abs(x[0] - y[0]) for x, y in zip(on_a, on_b)] == [0] * len(a)
         assert [x[1] for x in on_a] == [y[1] for y in on_b]
         # a note lasts at least one step: a zero-length note ends one step after its onset
@@ -247,13 +259,51 @@ def test_decode_ignores_tokens_that_break_the_grammar():
         "EOS",
         "PITCH_70",
     ]
-    dec = BEAT.decode(BEAT.tokens_to_ids(toks))
+    dec = BEAT.decode(ids_of(BEAT, toks))
     assert [(n.pitch, n.start) for i in dec.instruments for n in i.notes] == [(62, 0)]
 
 
 def test_text_parsing_names_line_of_unknown_token():
-    with pytest.raises(TokenError, match=r"song.txt:3: unknown token 'PITCH_999'"):
-        BEAT.text_to_ids("BOS\nBAR\nPITCH_999\n", source="song.txt")
+    with pytest.raises(TokenError, match=r"song.txt:3: unknown token 'PITCH_999' for the beat encoding"):
+        BEAT.from_text("BOS\nBAR\nPITCH_999\n", source="song.txt")
+
+
+@pytest.mark.parametrize("tok", [BEAT, PERF], ids=["beat", "performance"])
+def test_token_file_round_trips_and_names_its_tokenizer(tok: Tokenizer):
+    cfg = TokenizerConfig(encoding=tok.encoding, velocity_bins=8)
+    narrow = tokenizer_from_config(cfg)
+    ids, _ = narrow.encode(SCORES["multitrack_drums"]())
+    text = narrow.to_text(ids)
+    lines = text.split("\n")
+    assert lines[0] == TOKEN_HEADER + json.dumps(cfg.to_dict(), separators=(",", ":"))
+    assert lines[1:] == [*narrow.ids_to_tokens(ids), ""]  # one token a line, a final newline
+    again = tokenizer_for_text(text)
+    assert again.config == cfg
+    assert again.from_text(text).tolist() == ids.tolist()
+    # no header: the encoding must be said, and its default config is used
+    body = "\n".join(lines[1:])
+    assert tokenizer_for_text(body, tok.encoding).config == TokenizerConfig(encoding=tok.encoding)
+    with pytest.raises(TokenError, match=r"^no composer-tokens header line; say which --encoding it uses$"):
+        tokenizer_for_text(body)
+    with pytest.raises(TokenError, match=r"^Expecting property name enclosed in double quotes"):
+        tokenizer_for_text(TOKEN_HEADER + "{bad\n" + body)
+
+
+def test_each_encoding_has_its_tokenizer_and_says_what_it_supports():
+    assert tuple(TOKENIZERS) == ENCODINGS
+    for name, cls in TOKENIZERS.items():
+        tok = tokenizer_from_config(TokenizerConfig(encoding=name))
+        assert type(tok) is cls and tok.encoding == name
+    assert (BEAT.has_bars, BEAT.supports_time_stretch) == (True, False)
+    assert (PERF.has_bars, PERF.supports_time_stretch) == (False, True)
+    assert PERF.tempo_steering(90.0) is None
+    steer = BEAT.tempo_steering(90.0)
+    assert steer is not None
+    tempo_ids = np.flatnonzero(BEAT.vocab.mask("TEMPO"))
+    nearest = BEAT.vocab.offset("TEMPO") + BEAT.tempo_bin(90.0)
+    assert [int(i) for i in tempo_ids if steer.allowed[i]] == [nearest]
+    assert steer.allowed[~BEAT.vocab.mask("TEMPO")].all()
+    assert steer.seconds_scale == pytest.approx(90.0 / BEAT.tempo_of_bin(BEAT.tempo_bin(90.0)))
 
 
 # ---------------------------------------------------------------------------------------------- augmentation

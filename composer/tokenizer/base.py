@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from composer.errors import TokenError
 from composer.midi import Score
 from composer.tokenizer.config import TokenizerConfig
-from composer.tokenizer.vocab import TokenRange, Vocabulary
+from composer.tokenizer.grammar import Grammar
+from composer.tokenizer.vocab import BOS, EOS, PAD, SPECIAL_RANGES, TokenRange, Vocabulary
 
-PAD, BOS, EOS = "PAD", "BOS", "EOS"
-SPECIAL_RANGES = (TokenRange(PAD, 0, 0), TokenRange(BOS, 0, 0), TokenRange(EOS, 0, 0))
 #: PROGRAM value for the drum kit (General MIDI programs are 0..127).
 DRUMS = 128
-PROGRAM_LABELS = tuple(str(p) for p in range(128)) + ("DRUMS",)
-#: A piece may span at most this many bars / seconds; longer ones are refused, not truncated silently.
-MAX_BARS = 20_000
-MAX_SECONDS = 6 * 3600
+PROGRAM_LABELS = tuple(str(p) for p in range(DRUMS)) + ("DRUMS",)
+#: A piece to encode may span at most this many bars / seconds; longer ones are refused, not truncated.
+MAX_PIECE_BARS = 20_000
+MAX_PIECE_SECONDS = 6 * 3600
+#: The first line of a token file (``to_text``): this, then the tokenizer config as JSON.
+TOKEN_HEADER = "# composer-tokens "
 
 
 @dataclass
@@ -74,6 +77,16 @@ class NoteArrays:
         )
 
 
+@dataclass(frozen=True)
+class TempoSteering:
+    """How sampling is steered to one tempo (``Tokenizer.tempo_steering``)."""
+
+    #: Per token id, whether it may be sampled where the grammar allows it (the nearest TEMPO only).
+    allowed: np.ndarray
+    #: Seconds at the asked tempo over seconds on the grammar's clock (which runs at the TEMPO token's).
+    seconds_scale: float
+
+
 def round_div(a: np.ndarray, num: int, den: int) -> np.ndarray:
     """round(a * num / den) in exact integer arithmetic (half up)."""
     return (np.asarray(a, dtype=np.int64) * (2 * num) + den) // (2 * den)
@@ -106,10 +119,26 @@ class Tokenizer(ABC):
     def decode(self, ids: np.ndarray | list[int]) -> Score:
         """A Score from token ids; tokens that do not fit the grammar are ignored."""
 
+    @abstractmethod
+    def grammar(self) -> Grammar[Any]:
+        """Masks of what may come next, for sampling valid sequences (see composer.tokenizer.grammar)."""
+
+    @abstractmethod
+    def retime(self, score: Score, bpm: float) -> Score:
+        """``score`` (decoded by this tokenizer) given one tempo, ``bpm``, in place; returns it."""
+
+    def tempo_steering(self, bpm: float) -> TempoSteering | None:
+        """How to steer sampling towards ``bpm``; None where the tokens carry no tempo."""
+        return None
+
     #: The kind whose tokens each start one note (PITCH or NOTE_ON).
     note_kind: str = ""
     #: Kinds shifted by transposition.
     pitch_kinds: tuple[str, ...] = ()
+    #: Whether ``time_stretch_lut`` changes anything (timing in absolute time, not on a musical grid).
+    supports_time_stretch: bool = False
+    #: Whether the tokens count bars (so a length may be asked in bars).
+    has_bars: bool = False
 
     # ------------------------------------------------------------------ shared
     def _notes_to_encode(self, score: Score) -> tuple[NoteArrays, EncodeStats]:
@@ -127,22 +156,19 @@ class Tokenizer(ABC):
     def check_length(self, score: Score) -> None:
         """Refuse a piece too long to be music rather than encode hours of silence or one endless note."""
         seconds = score.duration_seconds
-        if seconds > MAX_SECONDS:
+        if seconds > MAX_PIECE_SECONDS:
             raise TokenError(
-                f"piece lasts {seconds / 3600:.1f} hours, more than the {MAX_SECONDS // 3600} allowed"
+                f"piece lasts {seconds / 3600:.1f} hours, more than the {MAX_PIECE_SECONDS // 3600} allowed"
             )
         quarters = score.end_tick / score.ticks_per_beat
-        if quarters > 4 * MAX_BARS:
+        if quarters > 4 * MAX_PIECE_BARS:
             raise TokenError(
-                f"piece spans {quarters:,.0f} quarter notes, more than the {4 * MAX_BARS:,} allowed"
+                f"piece spans {quarters:,.0f} quarter notes, more than the {4 * MAX_PIECE_BARS:,} allowed"
             )
 
     @property
     def encoding(self) -> str:
         return self.config.encoding
-
-    def velocity_bin(self, velocity: int) -> int:
-        return int(self._vel_bin[min(max(int(velocity), 1), 127)])
 
     def bin_velocity(self, b: int) -> int:
         return int(self._bin_vel[b])
@@ -161,11 +187,17 @@ class Tokenizer(ABC):
         toks = self.vocab.tokens
         return [toks[i] for i in ids.tolist()]
 
-    def tokens_to_ids(self, tokens: list[str]) -> np.ndarray:
-        return np.array([self.vocab.id(t) for t in tokens], dtype=np.int64)
+    # ------------------------------------------------------------------ token files
+    def to_text(self, ids: np.ndarray | list[int]) -> str:
+        """A token file: the header line (``TOKEN_HEADER`` and this config), then one token per line."""
+        header = TOKEN_HEADER + json.dumps(self.config.to_dict(), separators=(",", ":"))
+        return header + "\n" + "\n".join(self.ids_to_tokens(ids)) + "\n"
 
-    def text_to_ids(self, text: str, source: str = "<text>") -> np.ndarray:
-        """Parse a token file (one token per line; blank lines and '#' comments ignored)."""
+    def from_text(self, text: str, source: str = "<text>") -> np.ndarray:
+        """Parse a token file (one token per line; blank lines and '#' comments, the header too, ignored).
+
+        ``source`` names the file in errors. ``tokenizer_for_text`` picks the tokenizer a file's header names.
+        """
         ids = []
         for lineno, line in enumerate(text.splitlines(), 1):
             tok = line.split("#", 1)[0].strip()
@@ -203,19 +235,14 @@ class Tokenizer(ABC):
         return lut
 
     def time_stretch_lut(self, factor: float) -> np.ndarray:
+        """Id -> id with time shifts stretched by ``factor`` (identity unless ``supports_time_stretch``)."""
         return self._identity()
-
-    def grammar(self):  # type: ignore[no-untyped-def]
-        """Masks of what may come next, for sampling valid sequences (see composer.tokenizer.grammar)."""
-        from composer.tokenizer.grammar import grammar_for
-
-        return grammar_for(self)
 
     def drum_context(self, ids: np.ndarray) -> np.ndarray:
         """True for tokens inside a drum PROGRAM context (state resets at BOS)."""
         ids = np.asarray(ids, dtype=np.int64)
         o = self.vocab.offset("PROGRAM")
-        is_prog = (ids >= o) & (ids < o + 129)
+        is_prog = (ids >= o) & (ids < o + DRUMS + 1)
         setter = is_prog | (ids == self.bos_id)
         idx = np.where(setter, np.arange(len(ids)), -1)
         last = np.maximum.accumulate(idx) if len(ids) else idx

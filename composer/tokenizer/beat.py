@@ -19,13 +19,16 @@ from composer.errors import TokenError
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
 from composer.tokenizer.base import (
     DRUMS,
-    MAX_BARS,
+    MAX_PIECE_BARS,
     PROGRAM_LABELS,
     EncodeStats,
+    TempoSteering,
     Tokenizer,
     lcm_ticks,
     round_div,
 )
+from composer.tokenizer.beat_grammar import BeatGrammar
+from composer.tokenizer.config import TokenizerConfig
 from composer.tokenizer.vocab import TokenRange
 
 BAR, POSITION, TIME_SIGNATURE, TEMPO = "BAR", "POSITION", "TIME_SIGNATURE", "TEMPO"
@@ -35,8 +38,9 @@ PROGRAM, VELOCITY, PITCH, DURATION = "PROGRAM", "VELOCITY", "PITCH", "DURATION"
 class BeatTokenizer(Tokenizer):
     note_kind = PITCH
     pitch_kinds = (PITCH,)
+    has_bars = True
 
-    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: TokenizerConfig) -> None:
         c = config
         res = c.beat_resolution
         self.max_bar = c.max_bar_quarters * res
@@ -87,6 +91,22 @@ class BeatTokenizer(Tokenizer):
 
     def tempo_of_bin(self, b: int) -> float:
         return float(self.tempo_values[b])
+
+    def grammar(self) -> BeatGrammar:
+        return BeatGrammar(self.vocab, self.config.beat_resolution, self.bar_steps, self.tempo_values)
+
+    def retime(self, score: Score, bpm: float) -> Score:
+        """The tempo map replaced by ``bpm``; the notes stay on their beats, so the length changes."""
+        score.tempos = [TempoChange(0, float(bpm))]
+        return score
+
+    def tempo_steering(self, bpm: float) -> TempoSteering:
+        """TEMPO tokens limited to the bin nearest ``bpm``; seconds scaled from that bin's tempo."""
+        b = self.tempo_bin(bpm)
+        allowed = np.ones(self.vocab.size, dtype=bool)
+        allowed[self.vocab.mask(TEMPO)] = False
+        allowed[self.vocab.offset(TEMPO) + b] = True
+        return TempoSteering(allowed, bpm / self.tempo_of_bin(b))
 
     # ------------------------------------------------------------------------------------------ encode
     def encode(self, score: Score) -> tuple[np.ndarray, EncodeStats]:
@@ -214,14 +234,14 @@ class BeatTokenizer(Tokenizer):
             step = int(self.bar_steps[idx])
             if k + 1 >= len(ts_changes):  # no more changes: the rest of the bars at once
                 n_more = (last - cur) // step
-                if len(starts) + n_more > MAX_BARS:
-                    raise TokenError(f"piece spans more than {MAX_BARS} bars")
+                if len(starts) + n_more > MAX_PIECE_BARS:
+                    raise TokenError(f"piece spans more than {MAX_PIECE_BARS} bars")
                 starts.extend(range(cur + step, cur + step * (n_more + 1), step))
                 sigs.extend([idx] * n_more)
                 break
             cur += step
-            if len(starts) > MAX_BARS:
-                raise TokenError(f"piece spans more than {MAX_BARS} bars")
+            if len(starts) > MAX_PIECE_BARS:
+                raise TokenError(f"piece spans more than {MAX_PIECE_BARS} bars")
         return np.array(starts, dtype=np.int64), np.array(sigs, dtype=np.int64)
 
     # ------------------------------------------------------------------------------------------ decode

@@ -15,12 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
-from composer.tokenizer.base import (
-    DRUMS,
-    PROGRAM_LABELS,
-    EncodeStats,
-    Tokenizer,
-)
+from composer.tokenizer.base import DRUMS, PROGRAM_LABELS, EncodeStats, Tokenizer
+from composer.tokenizer.performance_grammar import PITCHES, PerformanceGrammar
 from composer.tokenizer.vocab import TokenRange
 
 TIME_SHIFT, PROGRAM, VELOCITY, NOTE_ON, NOTE_OFF = "TIME_SHIFT", "PROGRAM", "VELOCITY", "NOTE_ON", "NOTE_OFF"
@@ -31,6 +27,7 @@ DECODE_QPM, DECODE_TPQ = 120.0, 500
 class PerformanceTokenizer(Tokenizer):
     note_kind = NOTE_ON
     pitch_kinds = (NOTE_ON, NOTE_OFF)
+    supports_time_stretch = True
 
     def _ranges(self) -> list[TokenRange]:
         c = self.config
@@ -55,13 +52,13 @@ class PerformanceTokenizer(Tokenizer):
         on = np.rint(on_s / step).astype(np.int64)
         off = np.maximum(np.rint(off_s / step).astype(np.int64), on + 1)  # a note lasts at least one step
         # pair same-pitch notes of one program first-in-first-out: sort starts and ends per (program, pitch)
-        key = notes.program * 128 + notes.pitch
-        o_on = np.lexsort((on, key))
-        o_off = np.lexsort((off, key))
-        on_sorted, off_sorted = on[o_on], off[o_off]
+        key = notes.program * PITCHES + notes.pitch
+        by_on = np.lexsort((on, key))
+        by_off = np.lexsort((off, key))
+        on_sorted, off_sorted = on[by_on], off[by_off]
         off_sorted = np.maximum(off_sorted, on_sorted + 1)
-        key_s = key[o_on]
-        vel = self._vel_bin[np.clip(notes.velocity[o_on], 1, 127)]
+        key_s = key[by_on]
+        vel = self._vel_bin[np.clip(notes.velocity[by_on], 1, 127)]
         n = len(key_s)
         # events: (time, is_on, program, pitch, velocity bin)
         t = np.concatenate([off_sorted, on_sorted])
@@ -88,7 +85,7 @@ class PerformanceTokenizer(Tokenizer):
                 if rest:
                     append(o_shift + rest)
                 now = tt
-            prog, pitch = divmod(kk, 128)
+            prog, pitch = divmod(kk, PITCHES)
             if prog != cur_prog:
                 append(o_prog + prog)
                 cur_prog = prog
@@ -157,3 +154,27 @@ class PerformanceTokenizer(Tokenizer):
         steps = np.arange(1, n + 1)
         lut[o : o + n] = o + np.clip(np.rint(steps * factor).astype(np.int64), 1, n) - 1
         return lut
+
+    def grammar(self) -> PerformanceGrammar:
+        return PerformanceGrammar(self.vocab, self.config.time_shift_ms / 1000.0)
+
+    def retime(self, score: Score, bpm: float) -> Score:
+        """The notes keep their times in seconds; the ticks are rescaled (at a resolution of at least 1 ms
+        per tick) so that a DAW's grid shows ``bpm``."""
+        new_tpq = next(t for t in (480, 960, 1920, 3840, 7680) if t >= 60_000 / bpm)
+        old_t0, old_s0, old_spt = score.tempo_map()
+        factor = bpm * new_tpq / 60.0  # ticks per second at the new tempo
+
+        def conv(tick: int) -> int:
+            i = int(np.searchsorted(old_t0, tick, side="right") - 1)
+            return int(round((old_s0[i] + (tick - old_t0[i]) * old_spt[i]) * factor))
+
+        for inst in score.instruments:
+            for nt in inst.notes:
+                nt.start, nt.end = conv(nt.start), max(conv(nt.end), conv(nt.start) + 1)
+        score.time_signatures = [
+            TimeSignature(conv(ts.tick), ts.numerator, ts.denominator) for ts in score.time_signatures
+        ]
+        score.ticks_per_beat = new_tpq
+        score.tempos = [TempoChange(0, float(bpm))]
+        return score

@@ -14,6 +14,9 @@ import numpy as np
 
 from composer.errors import TokenError
 
+#: The special tokens every vocabulary starts with (ids 0, 1, 2).
+PAD, BOS, EOS = "PAD", "BOS", "EOS"
+
 
 @dataclass(frozen=True)
 class TokenRange:
@@ -38,6 +41,10 @@ class TokenRange:
             return self.kind
         label = self.labels[value - self.min] if self.labels is not None else str(value)
         return f"{self.kind}_{label}"
+
+
+#: PAD, BOS and EOS come first in every vocabulary.
+SPECIAL_RANGES = (TokenRange(PAD, 0, 0), TokenRange(BOS, 0, 0), TokenRange(EOS, 0, 0))
 
 
 class Vocabulary:
@@ -113,3 +120,4 @@ class Vocabulary:
             o = self._offset[kind]
             m[o : o + self._range[kind].size] = True
         return m
+
