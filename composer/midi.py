@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -112,6 +114,52 @@ class Score:
     @property
     def duration_seconds(self) -> float:
         return float(self.ticks_to_seconds(np.array([self.end_tick]))[0])
+
+    def bar_starts(self, end_tick: int, max_bars: int | None = None) -> np.ndarray:
+        """Ticks of the bar lines from 0 through ``end_tick`` (at least the first), 4/4 before the first
+        time signature; one that falls inside a bar takes effect at the next bar line, as the ``beat``
+        encoding writes it. ``max_bars``: at most that many bars, plus one, are returned."""
+        sigs = sorted(self.time_signatures, key=lambda t: t.tick)
+        tpq = self.ticks_per_beat
+        changes = [(0, 4 * tpq)] + [(t.tick, t.numerator * 4 * tpq // t.denominator) for t in sigs]
+        return bar_lines(changes, max(end_tick, 0), max_bars).starts
+
+
+class BarLines(NamedTuple):
+    starts: np.ndarray  # bar-line positions
+    change: np.ndarray  # per bar, the index of the change in force
+    moved: int  # changes that fell inside a bar and took effect at the next bar line
+
+
+def bar_lines(changes: Sequence[tuple[int, int]], end: int, max_bars: int | None = None) -> BarLines:
+    """Bar lines from 0 through ``end`` under ``changes``: (position, bar length) pairs, the first in force
+    from 0 (positions and lengths in any one unit: ticks, grid steps).
+
+    The one bar-line computation (``Score.bar_starts``, the ``beat`` encoder). A change takes effect at the
+    first bar line at or after its position, in list order; of several there, the last wins. Bars of
+    one length are laid out at once, so the cost grows with the changes, not the bars. At most
+    ``max_bars`` + 1 bars are returned, so that a caller can tell a piece with more than ``max_bars``.
+    """
+    segments: list[tuple[int, int, int, int]] = []  # (first bar line, bar length, bars, change)
+    cur = k = moved = bars = 0
+    n = len(changes)
+    limit = None if max_bars is None else max_bars + 1
+    while cur <= end and (limit is None or bars < limit):
+        while k + 1 < n and changes[k + 1][0] <= cur:
+            k += 1
+            moved += changes[k][0] < cur
+        step = max(1, changes[k][1])
+        stop = end if k + 1 >= n else min(end, changes[k + 1][0] - 1)  # last tick before the next change
+        count = (stop - cur) // step + 1
+        if limit is not None:
+            count = min(count, limit - bars)
+        segments.append((cur, step, count, k))
+        bars += count
+        cur += count * step
+    starts = [np.arange(c0, c0 + count * step, step, dtype=np.int64) for c0, step, count, _ in segments]
+    which = [np.full(count, k, dtype=np.int64) for _, _, count, k in segments]
+    none = [np.zeros(0, dtype=np.int64)]
+    return BarLines(np.concatenate(starts or none), np.concatenate(which or none), moved)
 
 
 @dataclass
