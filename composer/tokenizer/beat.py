@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from composer.errors import TokenError
-from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, program_name
+from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, bar_lines, program_name
 from composer.tokenizer.base import (
     DRUMS,
     MAX_PIECE_BARS,
@@ -220,29 +220,11 @@ class BeatTokenizer(Tokenizer):
         self, ts_changes: list[tuple[int, int]], last: int, stats: EncodeStats
     ) -> tuple[np.ndarray, np.ndarray]:
         """Bar start positions (grid steps) and each bar's time-signature index, up to ``last``."""
-        starts: list[int] = []
-        sigs: list[int] = []
-        cur, k, idx = 0, 0, ts_changes[0][1]
-        while cur <= last:
-            while k + 1 < len(ts_changes) and ts_changes[k + 1][0] <= cur:
-                k += 1
-                if ts_changes[k][0] < cur:
-                    stats.time_signatures_moved += 1
-                idx = ts_changes[k][1]
-            starts.append(cur)
-            sigs.append(idx)
-            step = int(self.bar_steps[idx])
-            if k + 1 >= len(ts_changes):  # no more changes: the rest of the bars at once
-                n_more = (last - cur) // step
-                if len(starts) + n_more > MAX_PIECE_BARS:
-                    raise TokenError(f"piece spans more than {MAX_PIECE_BARS} bars")
-                starts.extend(range(cur + step, cur + step * (n_more + 1), step))
-                sigs.extend([idx] * n_more)
-                break
-            cur += step
-            if len(starts) > MAX_PIECE_BARS:
-                raise TokenError(f"piece spans more than {MAX_PIECE_BARS} bars")
-        return np.array(starts, dtype=np.int64), np.array(sigs, dtype=np.int64)
+        lines = bar_lines([(g, int(self.bar_steps[i])) for g, i in ts_changes], last, MAX_PIECE_BARS)
+        if len(lines.starts) > MAX_PIECE_BARS:
+            raise TokenError(f"piece spans more than {MAX_PIECE_BARS} bars")
+        stats.time_signatures_moved += lines.moved
+        return lines.starts, np.array([i for _, i in ts_changes], dtype=np.int64)[lines.change]
 
     # ------------------------------------------------------------------------------------------ decode
     def decode(self, ids: np.ndarray | list[int]) -> Score:
