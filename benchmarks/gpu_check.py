@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from composer.checkpoint import load_checkpoint
     from composer.errors import ComposerError
-    from composer.evaluate import token_nlls
+    from composer.nll import piece_nlls
     from composer.sample import Length, generate
-    from composer.train import TrainConfig, train
+    from composer.train import train
+    from composer.train_config import TrainConfig
 
     dev = resolve_device(args.device)
     results: list[tuple[str, bool, str]] = []
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         piece = c.piece_tokens(c.pieces("val")[0])
         gpu = load_checkpoint(tmp / "gpu", device=dev)
         cpu = load_checkpoint(tmp / "gpu", device="cpu")
-        a, b = token_nlls(gpu.model, [piece]), token_nlls(cpu.model, [piece])
+        a, b = piece_nlls(gpu.model, [piece]), piece_nlls(cpu.model, [piece])
         diff = max(abs(float(x) - float(y)) for x, y in zip(a[0], b[0], strict=True))
         return diff < 1e-2, f"per-token NLL on the GPU vs the CPU: max difference {diff:.2e} nats"
 

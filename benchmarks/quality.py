@@ -17,7 +17,7 @@ file (``composer.midi.read_midi(path).note_count``), the same denominator for bo
   Linear, AdamW (constant lr, default 3e-3, see README), random windows of 128 tokens, batch 32, state
   reset every window, gradient norm clipped to 1. Same minutes, CPU, 1 thread. Tokenizing is not timed.
 
-Evaluation is the same for both: ``composer.evaluate.token_nlls`` streams each whole validation piece
+Evaluation is the same for both: ``composer.nll.piece_nlls`` streams each whole validation piece
 with the LSTM state carried from its start. For the reference, which never saw a state older than 128
 tokens in training, the table also gives the NLL with the state reset every 128 tokens (how it was
 trained); the target is judged on the carried figure, and the better of the two is printed beside it.
@@ -148,8 +148,9 @@ def run_composer(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from composer.checkpoint import load_checkpoint
-    from composer.evaluate import token_nlls
-    from composer.train import TrainConfig, train
+    from composer.nll import piece_nlls
+    from composer.train import train
+    from composer.train_config import TrainConfig
 
     defaults = TrainConfig()
     config = TrainConfig(
@@ -173,7 +174,7 @@ def run_composer(
     ckpt = load_checkpoint(res.best_path or res.last_path or run_dir)
     torch.set_num_threads(THREADS)
     t0 = time.perf_counter()
-    nlls = token_nlls(ckpt.model, [v.composer_ids for v in val])
+    nlls = piece_nlls(ckpt.model, [v.composer_ids for v in val])
     eval_s = time.perf_counter() - t0
     return {
         "steps": res.steps,
@@ -268,12 +269,12 @@ def windowed_nll(model: nn.Module, pieces: list[np.ndarray], window: int) -> flo
 def run_reference(
     train: list[np.ndarray], val: list[ValFile], vocab: int, minutes: float, lr: float, seed: int
 ) -> dict[str, Any]:
-    from composer.evaluate import token_nlls
+    from composer.nll import piece_nlls
 
     res = train_reference(train, vocab, minutes, lr, seed)
     model = res.pop("model")
     t0 = time.perf_counter()
-    nlls = token_nlls(model, [v.remi_ids for v in val])
+    nlls = piece_nlls(model, [v.remi_ids for v in val])
     res["eval_s"] = time.perf_counter() - t0
     res["nll"] = float(sum(float(x.sum()) for x in nlls))
     res["tokens"] = int(sum(len(x) for x in nlls))
@@ -373,7 +374,7 @@ def report(
 def parse_overrides(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs (VALUE read as JSON where it parses, else a string), checked by TrainConfig."""
     from composer.errors import ConfigError
-    from composer.train import TrainConfig
+    from composer.train_config import TrainConfig
 
     out: dict[str, Any] = {}
     for item in items:

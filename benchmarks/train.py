@@ -42,7 +42,8 @@ from composer.device import (
 from composer.metrics import read_metrics
 from composer.midi import Instrument, Note, Score, TempoChange, write_midi
 from composer.model import LSTMModel
-from composer.train import TrainConfig, make_optimizer, train
+from composer.train import make_optimizer, train
+from composer.train_config import TrainConfig
 
 
 def make_corpus(tmp: Path, pieces: int = 40, bars: int = 32) -> Path:

@@ -20,7 +20,7 @@ A ``PieceStream``'s whole position (order, every row's piece, cursor and augment
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,9 @@ import torch
 from composer.errors import CheckpointError, CorpusError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from composer.train import TrainConfig
+    from composer.corpus import Piece
+    from composer.tokenizer import Tokenizer
+    from composer.train_config import AugmentConfig
 
 
 class TokenStore:
@@ -43,9 +45,9 @@ class TokenStore:
     def __init__(
         self,
         corpus_tokens: np.ndarray,
-        pieces: list[Any],
+        pieces: Sequence[Piece],
         device: torch.device,
-        tokenizer: Any = None,
+        tokenizer: Tokenizer | None = None,
         drums: bool = False,
         keep_host: bool = False,
     ) -> None:
@@ -75,7 +77,9 @@ class TokenStore:
         return len(self.lengths)
 
 
-def _drum_mask(tokenizer: Any, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+def _drum_mask(
+    tokenizer: Tokenizer, packed: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 24
+) -> np.ndarray:
     """``tokenizer.drum_context`` over all pieces, in chunks cut at piece starts (its state resets at BOS)."""
     mask = np.zeros(len(packed), dtype=np.bool_)
     starts = offsets.tolist() + [len(packed)]
@@ -208,7 +212,9 @@ class Augmenter:
     ``other`` is (velocity options x stretch options, vocab): velocity jitter then time stretch.
     """
 
-    def __init__(self, tokenizer: Any, config: TrainConfig, store: TokenStore, device: torch.device) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, config: AugmentConfig, store: TokenStore, device: torch.device
+    ) -> None:
         self.store = store
         self.t = config.transpose
         # the vocabulary's pitch range: a note shifted outside it would stay put (``transpose_lut``)
@@ -221,7 +227,7 @@ class Augmenter:
             self.pitch = torch.from_numpy(table.astype(np.int64)).to(device)
         vel = [tokenizer.velocity_lut(d) for d in range(-config.velocity_jitter, config.velocity_jitter + 1)]
         factors = [1.0]
-        if getattr(tokenizer.config, "encoding", "beat") == "performance" and config.time_stretch > 0:
+        if tokenizer.supports_time_stretch and config.time_stretch > 0:
             factors = np.linspace(
                 1 - config.time_stretch, 1 + config.time_stretch, config.time_stretch_steps
             ).tolist()

@@ -91,8 +91,7 @@ def auto_threads() -> int:
     """CPU threads for training when none are asked for: one per four cores, between 1 and 8.
 
     An LSTM step is many small matrix products; extra intra-op threads buy little and, when another
-    process competes for the cores, can make a step many times slower (measured on 2 cores with another
-    process busy: 13,100 tokens/s with 1 thread, 600 with 2).
+    process competes for the cores, can make a step many times slower (README: ``--threads``).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores // 4))

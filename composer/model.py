@@ -23,19 +23,16 @@ from composer.errors import ConfigError
 
 State = tuple[torch.Tensor, torch.Tensor]
 
-#: Architecture presets (everything but the vocabulary size). Training tokens/s on one thread of the
-#: dev machine's CPU (AMD EPYC), batch 32 x window 128, beat vocabulary (639), ``benchmarks/train.py``:
-#: - small (1.2 M parameters, ~16 k tok/s): the default. On the built-in Bach chorales, with the default
-#:   batch 16 x window 64, it reaches 2.85 nats/note on the validation chorales in 3 CPU-minutes
-#:   (benchmarks/quality.py); 2 x 128 learned markedly slower per step and per second.
-#: - medium (2.6 M, ~9.3 k tok/s): for corpora of a few hundred pieces and up.
-#: - large (6.6 M, ~3.8 k tok/s): Performance RNN's 3 x 512, meant for a GPU.
+#: Architecture presets (everything but the vocabulary size); README's ``composer train`` table and its
+#: Benchmarks section say what each is for and how fast it trains:
+#: - small: the default, for CPU training.
+#: - medium: for corpora of a few hundred pieces and up.
+#: - large: Performance RNN's 3 x 512, meant for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {"embed_dim": 256, "hidden_size": 256, "num_layers": 2, "dropout": 0.2, "tie_weights": True},
     "medium": {"embed_dim": 384, "hidden_size": 384, "num_layers": 2, "dropout": 0.2, "tie_weights": True},
     "large": {"embed_dim": 512, "hidden_size": 512, "num_layers": 3, "dropout": 0.3, "tie_weights": True},
 }
-DEFAULT_PRESET = "small"
 
 _MAX_VOCAB = 1 << 20
 _MAX_WIDTH = 65536

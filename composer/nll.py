@@ -1,22 +1,33 @@
 """Negative log-likelihood of token sequences under the model: the one place it is computed.
 
 ``window_nll`` is the core, a window of inputs against its targets with the LSTM state carried in and
-out; the training step, training validation (``composer.train.validate``) and ``piece_nlls`` all use it.
-``piece_nlls`` streams whole pieces from their start and returns every target token's NLL, for
-``composer evaluate`` and the benchmarks.
+out; the training step, ``validate`` and ``piece_nlls`` all use it.
+
+* ``piece_nlls`` streams whole pieces from their start and returns every target token's NLL, for
+  ``composer evaluate`` and the benchmarks.
+* ``validate`` is training's validation: the validation pieces streamed window by window as training
+  streams its pieces (``composer.batching``), summed over processes, in nats per token and per note.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composer.batching import Batcher, PieceStream, TokenStore
+from composer.device import autocast
+from composer.distributed import DistInfo, all_reduce_sum
 from composer.errors import ComposerError
-from composer.model import State
+from composer.model import LSTMModel, State, detach_state, reset_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.tokenizer import Tokenizer
 
 #: Tokens per chunk when streaming a piece (the state carries across chunks).
 CHUNK = 512
@@ -91,3 +102,83 @@ def piece_nlls(
         if was_training:
             model.train()
     return out
+
+
+@dataclass
+class Validation:
+    loss: float  # nats per token
+    nats_per_note: float
+    tokens: int
+    notes: int
+
+
+@torch.no_grad()
+def validate(
+    model: LSTMModel,
+    store: TokenStore,
+    tokenizer: Tokenizer,
+    *,
+    batch_size: int,
+    window: int,
+    max_batches: int = 0,
+    dtype: torch.dtype | None = None,
+    dist_info: DistInfo | None = None,
+) -> Validation | None:
+    """Validation loss, streamed like training (state carried through each piece), deterministic.
+
+    ``store`` must keep its tokens on the host too (``keep_host``), to count notes. ``max_batches`` > 0
+    stops after that many windows (the same pieces every time); ``dtype`` is the autocast dtype, if any.
+    Losses and counts are summed over the processes of ``dist_info``. Returns ``None`` when there is
+    nothing to evaluate on any process.
+    """
+    dist_info = dist_info or DistInfo()
+    was_training = model.training
+    model.eval()
+    device = store.tokens.device
+    pad_id = int(tokenizer.pad_id)
+    acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    nll = torch.zeros((), dtype=acc, device=device)
+    evaluated = np.zeros(len(store), dtype=np.int64)  # targets evaluated per piece (a prefix)
+    if len(store):
+        stream = PieceStream(store.lengths, batch_size, window, rng=None, loop=False)
+        batcher = Batcher(store, window, pad_id, None)
+        state = model.init_state(batch_size, device)
+        n = 0
+        while not (max_batches and n >= max_batches):
+            plan = stream.next()
+            if stream.exhausted:  # every row idle: each piece was streamed to its end
+                break
+            inputs, targets, keep = batcher.gather(plan)
+            state = reset_rows(state, keep)
+            with autocast(device, dtype):
+                loss, state = window_nll(model, inputs, targets, state, ignore_index=pad_id, reduction="sum")
+            nll += loss.to(acc)
+            state = detach_state(state)
+            act = plan.piece >= 0
+            evaluated[plan.piece[act]] = plan.cursor[act] + plan.n_valid[act]
+            n += 1
+    notes = _notes_in_prefixes(store, evaluated, tokenizer)
+    totals = torch.tensor([nll.item(), float(evaluated.sum()), float(notes)], dtype=acc, device=device)
+    totals = all_reduce_sum(totals, dist_info)
+    if was_training:
+        model.train()
+    total_nll, total_tokens, total_notes = totals.tolist()
+    if total_tokens <= 0:
+        return None
+    return Validation(
+        loss=total_nll / total_tokens,
+        nats_per_note=total_nll / total_notes if total_notes > 0 else float("nan"),
+        tokens=int(total_tokens),
+        notes=int(total_notes),
+    )
+
+
+def _notes_in_prefixes(store: TokenStore, evaluated: np.ndarray, tokenizer: Tokenizer) -> int:
+    """Notes among the targets ``evaluated[i]`` (a prefix, after BOS) of each piece ``i`` of ``store``."""
+    notes = 0
+    host = store.host
+    for i in np.flatnonzero(evaluated).tolist():
+        off = int(store.offsets[i])
+        if host is not None:
+            notes += int(tokenizer.note_count(host[off + 1 : off + 1 + int(evaluated[i])]))
+    return notes

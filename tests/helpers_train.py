@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, write_midi
-from composer.train import TrainConfig
+from composer.train_config import TrainConfig
 
 MAJOR = (0, 4, 7, 12, 7, 4)
 

@@ -23,7 +23,9 @@ from composer.device import out_of_memory_as
 from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
-from composer.train import TrainConfig, _oom_message, extend_schedule, get_lr, initial_schedule, train
+from composer.runstate import extend_schedule, get_lr, initial_schedule
+from composer.train import _oom_message, train
+from composer.train_config import TrainConfig
 from tests.helpers_train import build_tiny_corpus, make_midi_files, metrics_losses, metrics_rates, tiny_config
 
 torch.set_num_threads(1)
@@ -435,7 +437,8 @@ KILL_SCRIPT = """
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from composer.train import TrainConfig, train
+from composer.train import train
+from composer.train_config import TrainConfig
 cfg = TrainConfig.from_dict(json.loads(sys.argv[3]))
 train(sys.argv[1], sys.argv[2], cfg, progress=False, plot=False, on_step=lambda *a: time.sleep(0.1))
 """
@@ -661,7 +664,8 @@ DDP_SCRIPT = """
 import json, os, sys
 import torch
 torch.set_num_threads(1)
-from composer.train import TrainConfig, train
+from composer.train import train
+from composer.train_config import TrainConfig
 cfg = TrainConfig.from_dict(json.loads(sys.argv[3]))
 r = train(sys.argv[1], sys.argv[2], cfg, progress=False, plot=False)
 print("RESULT " + json.dumps({"rank": int(os.environ["RANK"]), "steps": r.steps, "val": r.val_loss,
@@ -705,7 +709,8 @@ torch.set_num_threads(1)
 import torch.distributed as dist
 from composer.corpus import Corpus
 from composer.distributed import setup_distributed
-from composer.train import TrainConfig, _Run
+from composer.train import _Run
+from composer.train_config import TrainConfig
 cfg = TrainConfig.from_dict(json.loads(sys.argv[2]))
 info = setup_distributed("cpu")
 run = _Run(Corpus.open(sys.argv[1]), Path(sys.argv[3]), cfg, None, info, None, print)
