@@ -295,7 +295,7 @@ def test_corpus_bach_small(tmp_path: Path) -> None:
     if importlib.util.find_spec("composer.bach") is None:
         pytest.skip("composer.bach does not exist yet")
     pytest.importorskip("music21")
-    from composer.cli import corpus_bach
+    from composer.cli.data import corpus_bach
 
     if not any(p.name == "limit" for p in corpus_bach.params):
         pytest.skip("'composer corpus bach' has no --limit option yet; a full run converts ~400 chorales")

@@ -1,0 +1,5 @@
+"""``python -m composer.cli`` (as ``python -m composer``)."""
+
+from composer.cli import main
+
+main()

@@ -1,0 +1,298 @@
+"""The data commands: ``encode`` and ``decode`` (MIDI <-> token files), ``corpus build|info|bach``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from composer.cli.base import ComposerGroup, echo_err, fmt_counts, progress_bar
+from composer.cli.options import encoding_option, force_option, out_folder_option
+from composer.errors import ComposerError
+
+T = TypeVar("T")
+
+DEFAULT_BACH_CORPUS = Path("corpora/bach")
+#: Skipped files listed on stderr after a build (all of them are in OUT/skipped.txt).
+SHOWN_SKIPPED = 20
+#: Instruments listed by ``corpus info``.
+SHOWN_INSTRUMENTS = 12
+#: Share of files held out for validation by ``corpus build`` (default) and ``corpus bach``.
+VAL_FRACTION = 0.1
+
+INPUTS = click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+
+
+# ------------------------------------------------------------------------------------------- encode/decode
+
+
+@click.command()
+@INPUTS
+@out_folder_option(help="Folder for the token files (created if missing).", dest="out_dir")
+@encoding_option(default="beat", show_default=True, help="Token encoding.")
+@force_option(help="Overwrite token files that already exist.")
+def encode(inputs: tuple[Path, ...], out_dir: Path, encoding: str, force: bool) -> None:
+    """Write MIDI files (or every MIDI file in folders) as readable token files, one token per line.
+
+    Example: composer encode song.mid more_songs/ -o tokens/
+    """
+    from composer.corpus import encode_file, find_midi_files
+    from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding))
+    files = find_midi_files(inputs)
+    if not files:
+        raise click.ClickException(
+            f"no MIDI files (.mid, .midi, .kar, .smf, .rmi) in {', '.join(map(str, inputs))}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = failed = 0
+    with progress_bar("encoding", len(files), "file") as bar:
+        for f in files:
+            bar.update(1)
+            target = out_dir / _token_name(f, inputs)
+            if target.exists() and not force:
+                echo_err(f"skipped {f}: {target} exists (use --force to overwrite)")
+                failed += 1
+                continue
+            enc = encode_file(f, tok)
+            if enc.error is not None:
+                echo_err(f"skipped {f}: {enc.error}")
+                failed += 1
+                continue
+            assert enc.ids is not None  # encode_file sets one of error and ids
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(tok.to_text(enc.ids))
+            lost = f" (not kept exactly: {fmt_counts(enc.lost)})" if enc.lost else ""
+            click.echo(f"{f} -> {target}: {enc.notes} notes, {len(enc.ids)} tokens{lost}")
+            done += 1
+    click.echo(f"encoded {done} file(s), skipped {failed}")
+    if not done:
+        raise click.ClickException("no file could be encoded")
+
+
+def _token_name(f: Path, inputs: tuple[Path, ...]) -> Path:
+    """Token file name: the MIDI path relative to the folder it was found in, with .txt."""
+    for root in inputs:
+        if root.is_dir():
+            try:
+                return f.relative_to(root).with_suffix(".txt")
+            except ValueError:
+                continue
+    return Path(f.stem + ".txt")
+
+
+@click.command()
+@INPUTS
+@out_folder_option(help="Folder for the MIDI files (created if missing).", dest="out_dir")
+@encoding_option(help="Encoding of files that carry no composer-tokens header line.")
+@force_option(help="Overwrite MIDI files that already exist.")
+def decode(inputs: tuple[Path, ...], out_dir: Path, encoding: str | None, force: bool) -> None:
+    """Turn token files (from 'composer encode') back into MIDI files.
+
+    Example: composer decode tokens/ -o roundtrip/
+    """
+    from composer.midi import write_midi
+    from composer.tokenizer import tokenizer_for_text
+
+    files: list[Path] = []
+    for p in inputs:
+        files.extend(sorted(p.rglob("*.txt")) if p.is_dir() else [p])
+    if not files:
+        raise click.ClickException(f"no token files (.txt) in {', '.join(map(str, inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = failed = 0
+    for f in files:
+        target = out_dir / _token_name(f, inputs).with_suffix(".mid")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            echo_err(f"skipped {f}: not a readable text file ({e})")
+            failed += 1
+            continue
+        try:
+            tok = tokenizer_for_text(text, encoding)
+            score = tok.decode(tok.from_text(text, source=str(f)))
+        except ComposerError as e:
+            echo_err(f"skipped {f}: {e}")
+            failed += 1
+            continue
+        if target.exists() and not force:
+            echo_err(f"skipped {f}: {target} exists (use --force to overwrite)")
+            failed += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_midi(score, target)
+        click.echo(f"{f} -> {target}: {score.note_count} notes")
+        done += 1
+    click.echo(f"decoded {done} file(s), skipped {failed}")
+    if not done:
+        raise click.ClickException("no file could be decoded")
+
+
+# -------------------------------------------------------------------------------------------------- corpus
+
+
+@click.group(cls=ComposerGroup)
+def corpus() -> None:
+    """Build and inspect token corpora."""
+
+
+def _build_and_report(
+    sources: list[Path],
+    out: Path,
+    *,
+    encoding: str | None,
+    workers: int | None,
+    val_fraction: float,
+    strict: bool,
+) -> None:
+    from composer.corpus import build_corpus
+
+    def bar(results: Iterable[T], total: int) -> Iterator[T]:
+        with progress_bar("encoding", total, "file") as pb:
+            for r in results:
+                pb.update(1)
+                yield r
+
+    r = build_corpus(
+        sources,
+        out,
+        encoding=encoding,
+        workers=workers,
+        val_fraction=val_fraction,
+        strict=strict,
+        progress=bar,
+    )
+    for path, reason in r.skipped[:SHOWN_SKIPPED]:
+        echo_err(f"skipped {path}: {reason}")
+    if len(r.skipped) > SHOWN_SKIPPED:
+        more = len(r.skipped) - SHOWN_SKIPPED
+        echo_err(f"... and {more} more skipped (all listed in {out / 'skipped.txt'})")
+    click.echo(
+        f"{out}: {r.pieces} pieces ({r.encoded} encoded, {r.reused} reused), {len(r.skipped)} skipped, "
+        f"{r.tokens:,} tokens, {r.notes:,} notes, {r.seconds / 3600:.2f} h of music in {r.elapsed_s:.1f} s"
+    )
+    if r.lost:
+        click.echo(f"not kept exactly: {fmt_counts(r.lost)}")
+    if not r.pieces:
+        raise click.ClickException(f"no usable MIDI file in {', '.join(map(str, sources))}")
+
+
+CORPUS_ENCODING = encoding_option(help="Token encoding [default: beat, or the existing corpus's].")
+
+
+@corpus.command("build")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@out_folder_option(help="Corpus folder, e.g. corpora/NAME.")
+@CORPUS_ENCODING
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Encoder processes [default: all cores]."
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=VAL_FRACTION,
+    show_default=True,
+    help="Share of files held out for validation (chosen by content hash).",
+)
+@click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
+def corpus_build(
+    sources: tuple[Path, ...],
+    out: Path,
+    encoding: str | None,
+    workers: int | None,
+    val_fraction: float,
+    strict: bool,
+) -> None:
+    """Encode every MIDI file under SOURCES (recursively) into a corpus folder.
+
+    Re-running on a grown folder encodes only new or changed files. Unusable files are skipped with a
+    reason (listed in OUT/skipped.txt).
+
+    Example: composer corpus build ~/midi/ -o corpora/mine
+    """
+    _build_and_report(
+        list(sources), out, encoding=encoding, workers=workers, val_fraction=val_fraction, strict=strict
+    )
+
+
+@corpus.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def corpus_info(path: Path, as_json: bool) -> None:
+    """Print a corpus's files, tokens, notes, hours of music, instruments and skipped files.
+
+    Example: composer corpus info corpora/bach
+    """
+    from composer.corpus import Corpus
+    from composer.midi import program_name
+    from composer.tokenizer import DRUMS
+
+    s = Corpus.open(path).summary()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    shown = list(s["instruments"].items())[:SHOWN_INSTRUMENTS]
+    instruments = ", ".join(f"{program_name(p if p < DRUMS else 0, p == DRUMS)} ({n})" for p, n in shown)
+    rows = [
+        ("corpus", s["path"]),
+        ("encoding", f"{s['encoding']} (vocabulary {s['vocab_size']})"),
+        ("files", f"{s['files']} ({s['train_files']} train, {s['val_files']} validation)"),
+        ("tokens", f"{s['tokens']:,}"),
+        ("notes", f"{s['notes']:,}"),
+        ("music", f"{s['hours']:.2f} hours"),
+        ("instruments", instruments + (" ..." if len(s["instruments"]) > SHOWN_INSTRUMENTS else "")),
+        ("skipped files", f"{s['skipped']} (see {Path(s['path']) / 'skipped.txt'})" if s["skipped"] else "0"),
+    ]
+    if s["not_kept_exactly"]:
+        rows.append(("not kept exactly", fmt_counts(s["not_kept_exactly"])))
+    for k, v in rows:
+        click.echo(f"{k:>17}  {v}")
+
+
+@corpus.command("bach")
+@click.option(
+    "-o",
+    "--out",
+    default=DEFAULT_BACH_CORPUS,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Corpus folder.",
+)
+@CORPUS_ENCODING
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes [default: all cores].")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the first N chorales (a quick try; the full set is about 400).",
+)
+def corpus_bach(out: Path, encoding: str | None, workers: int | None, limit: int | None) -> None:
+    """Build the built-in corpus: the Bach chorales that ship with music21, offline.
+
+    The chorales are converted to MIDI in OUT/midi/ and encoded into OUT. Needs music21
+    (pip install 'composer[bach]'). Re-running reuses what is already there.
+
+    Example: composer corpus bach -o corpora/bach
+    """
+    from composer.bach import export_chorales
+
+    midi_dir = out / "midi"
+    with progress_bar("converting chorales", unit="chorale") as pb:
+
+        def tick(done: int, total: int) -> None:
+            pb.total = total
+            pb.n = done
+            pb.refresh()
+
+        exp = export_chorales(midi_dir, workers=workers, progress=tick, limit=limit)
+    for name, reason in exp.failed:
+        echo_err(f"skipped chorale {name}: {reason}")
+    click.echo(f"{len(exp.written)} chorales as MIDI in {midi_dir}")
+    _build_and_report(
+        [midi_dir], out, encoding=encoding, workers=workers, val_fraction=VAL_FRACTION, strict=False
+    )

@@ -1,0 +1,167 @@
+"""``composer generate``: new songs from a trained checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from composer import __version__
+from composer.cli.base import echo_err, progress_bar
+from composer.cli.options import device_option, force_option, out_folder_option
+from composer.errors import ComposerError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.sample import GeneratedSong, Length
+
+
+@click.command("generate")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@out_folder_option(help="Folder for song_001.mid, song_001.json, ... (created if missing).", dest="out_dir")
+@click.option("-n", "--num", "n", type=click.IntRange(1, 1024), default=4, show_default=True, help="Songs.")
+@click.option(
+    "--seconds", type=float, default=None, help="Length in seconds, after the primer [default: 30]."
+)
+@click.option("--bars", type=int, default=None, help="Length in bars, after the primer (beat encoding).")
+@click.option("--tokens", type=int, default=None, help="Length in tokens, after the primer.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option("--top-k", type=int, default=None, help="Sample only among the k likeliest tokens.")
+@click.option("--top-p", type=float, default=None, help="Sample only from the top-p probability mass (0-1].")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed [default: random]."
+)
+@click.option(
+    "--primer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A MIDI file the songs continue (kept unchanged at their start).",
+)
+@click.option(
+    "--bpm",
+    type=float,
+    default=None,
+    help="One tempo for the songs (20-400). Beat encoding: the model is steered to it and the files "
+    "carry exactly it. Performance encoding: notes keep their times, the files' grid gets this tempo.",
+)
+@device_option(default="cpu", help="Where the model runs (sampling itself is always on the CPU).")
+@click.option("--plot", is_flag=True, help="Also write a piano-roll picture song_NNN.png per song.")
+@force_option(help="Overwrite songs already in OUT.")
+def generate_command(
+    checkpoint: Path | None,
+    out_dir: Path,
+    n: int,
+    seconds: float | None,
+    bars: int | None,
+    tokens: int | None,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    primer: Path | None,
+    bpm: float | None,
+    device: str,
+    plot: bool,
+    force: bool,
+) -> None:
+    """Write N new songs from a trained CHECKPOINT (a run folder or checkpoint; default checkpoints/bach).
+
+    The songs are sampled as one batch and are valid by construction: every note is closed and each
+    piece ends cleanly near the requested length (after the primer, if any). The same checkpoint,
+    options and --seed give byte-identical files. Each song gets a JSON sidecar with its options and
+    statistics; warnings flag degenerate output (long silences, one repeated note, very few notes).
+
+    Example: composer generate checkpoints/bach -o songs/ -n 4 --bars 16 --seed 1 --plot
+    """
+    import secrets
+
+    from composer.checkpoint import load_checkpoint
+    from composer.device import resolve_device
+    from composer.sample import (
+        Length,
+        check_bpm,
+        check_sampling_options,
+        generate,
+        prepare_out_dir,
+        save_songs,
+    )
+
+    length = Length(seconds=seconds, bars=bars, tokens=tokens)
+    check_sampling_options(temperature, top_k, top_p)
+    check_bpm(bpm)
+    checkpoint = checkpoint if checkpoint is not None else _default_checkpoint()
+    prepare_out_dir(out_dir, n=n, plot=plot, force=force, create=False)  # refuse existing files first
+    ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    notices: list[str] = []
+    with _progress(n, length) as tick:
+        songs = generate(
+            ckpt,
+            n=n,
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            primer=primer,
+            bpm=bpm,
+            device=device,
+            progress=tick,
+            notices=notices,
+        )
+    for msg in notices:
+        echo_err(f"note: {msg}")
+    options = {
+        "n": n,
+        **length.to_dict(),
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "primer": None if primer is None else str(primer),
+        "bpm": bpm,
+        "device": device,
+    }
+    meta = {
+        "checkpoint": str(ckpt.path),
+        "checkpoint_step": ckpt.step,
+        "seed": seed,
+        "options": options,
+        "composer_version": __version__,
+    }
+    paths = save_songs(songs, out_dir, force=force, plot=plot, meta=meta)
+    _echo_songs(songs, paths)
+    click.echo(f"seed {seed}; {len(paths)} song(s) in {out_dir}")
+
+
+def _echo_songs(songs: list[GeneratedSong], paths: list[Path]) -> None:
+    for s, p in zip(songs, paths):
+        bars_txt = "" if s.bars is None else f", {s.bars} bars"
+        click.echo(f"{p}: {s.notes} notes, {s.seconds:.1f} s{bars_txt}, {s.tokens} tokens")
+        for w in s.warnings:
+            echo_err(f"warning: {p.name}: {w}")
+
+
+def _default_checkpoint() -> Path:
+    from composer.sample import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.exists():
+        raise ComposerError(
+            f"no CHECKPOINT given and the default {DEFAULT_CHECKPOINT} does not exist: train it first "
+            f"(make demo, or: composer corpus bach && composer train corpora/bach -o {DEFAULT_CHECKPOINT})"
+        )
+    return DEFAULT_CHECKPOINT
+
+
+@contextlib.contextmanager
+def _progress(n: int, length: Length) -> Iterator[Callable[[float, float], None]]:
+    """A progress bar over the songs' length; yields the ``progress`` callback for ``generate``."""
+    with progress_bar(f"generating {n} song{'s' * (n > 1)}", total=None, unit=length.unit) as pb:
+        pb.total = length.amount
+
+        def tick(done: float, total: float) -> None:
+            pb.update(done - pb.n)
+
+        yield tick
