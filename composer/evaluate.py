@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from composer.errors import ComposerError, CorpusError, MidiReadError
 from composer.longrange import DEFAULT_DISTANCES, MAX_TARGETS, long_range
@@ -38,7 +37,7 @@ from composer.nll import piece_nlls
 if TYPE_CHECKING:  # pragma: no cover
     from composer.checkpoint import Checkpoint
     from composer.corpus import Corpus
-    from composer.musicstats import FeatureSet, MusicComparison
+    from composer.musicstats import MusicComparison
     from composer.tokenizer import Tokenizer
 
 #: Reference pieces used for the music statistics (the first ones, deterministic).
@@ -323,52 +322,6 @@ def generate_samples(
         [s.cut for s in songs],
         f"generated: {n} x {seconds:.0f} s, temperature {temperature:g}, seed {seed}",
     )
-
-
-# ------------------------------------------------------------------------------------ during training
-
-
-def reference_features(corpus: Corpus, split: str = "val", limit: int = 64) -> FeatureSet:
-    """Music features of the first ``limit`` pieces of a corpus split, decoded with its tokenizer.
-
-    Compute it once per training run and pass it to ``sampled_music_stats`` at every validation.
-    """
-    from composer.musicstats import FeatureSet
-
-    tok = corpus.tokenizer
-    return FeatureSet.from_scores([tok.decode(corpus.piece_tokens(p)) for p in corpus.pieces(split)[:limit]])
-
-
-def sampled_music_stats(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    reference: FeatureSet,
-    *,
-    n: int = 8,
-    seconds: float = 20.0,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> dict[str, float]:
-    """Sample ``n`` short songs from ``model`` and compare them with ``reference`` (``music_stats_summary``).
-
-    Sampling uses its own seeded CPU generator and the model in eval mode (restored afterwards), so it
-    neither consumes the global torch RNG nor changes a training run's course.
-    """
-    from composer.musicstats import FeatureSet, music_stats_summary
-    from composer.sample import Length, sample_ids
-
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    out = sample_ids(
-        model,
-        tokenizer,
-        n,
-        Length(seconds=seconds),
-        generator=gen,
-        device=device if device is not None else next(model.parameters()).device,
-    )
-    scores = [tokenizer.decode(ids) for ids in out.ids]
-    cut = (np.asarray(out.hit_cap) | np.asarray(out.forced)).tolist()
-    return music_stats_summary(reference, FeatureSet.from_scores(scores, cut))
 
 
 # --------------------------------------------------------------------------------------------- report
