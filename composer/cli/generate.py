@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @device_option(default="cpu", help="Where the model runs (sampling itself is always on the CPU).")
 @click.option("--plot", is_flag=True, help="Also write a piano-roll picture song_NNN.png per song.")
 @force_option(help="Overwrite songs already in OUT.")
-def generate_command(
+def generate_command(  # one parameter per option, as click passes them
     checkpoint: Path | None,
     out_dir: Path,
     n: int,
@@ -96,8 +96,7 @@ def generate_command(
     ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
     if seed is None:
         seed = secrets.randbelow(2**31)
-    notices: list[str] = []
-    with _progress(n, length) as tick:
+    with _progress(n, length) as (tick, notices):
         songs = generate(
             ckpt,
             n=n,
@@ -112,8 +111,6 @@ def generate_command(
             progress=tick,
             notices=notices,
         )
-    for msg in notices:
-        echo_err(f"note: {msg}")
     options = {
         "n": n,
         **length.to_dict(),
@@ -156,12 +153,16 @@ def _default_checkpoint() -> Path:
 
 
 @contextlib.contextmanager
-def _progress(n: int, length: Length) -> Iterator[Callable[[float, float], None]]:
-    """A progress bar over the songs' length; yields the ``progress`` callback for ``generate``."""
+def _progress(n: int, length: Length) -> Iterator[tuple[Callable[[float, float], None], list[str]]]:
+    """A progress bar over the songs' length: yields ``generate``'s ``progress`` callback and a list for
+    its ``notices``, echoed as ``note:`` lines once it is done."""
+    notices: list[str] = []
     with progress_bar(f"generating {n} song{'s' * (n > 1)}", total=None, unit=length.unit) as pb:
         pb.total = length.amount
 
         def tick(done: float, total: float) -> None:
             pb.update(done - pb.n)
 
-        yield tick
+        yield tick, notices
+    for msg in notices:
+        echo_err(f"note: {msg}")
