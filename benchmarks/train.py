@@ -42,7 +42,8 @@ from composer.device import (
 from composer.metrics import read_metrics
 from composer.midi import Instrument, Note, Score, TempoChange, write_midi
 from composer.model import LSTMModel
-from composer.train import make_optimizer, train
+from composer.runstate import make_optimizer
+from composer.train import train
 from composer.train_config import TrainConfig
 
 

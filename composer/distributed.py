@@ -7,7 +7,9 @@ everything here is a no-op for one process.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +47,19 @@ def setup_distributed(device_name: str) -> DistInfo:
         torch.cuda.set_device(local)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local, True)
+
+
+@contextlib.contextmanager
+def process_group(device_name: str) -> Iterator[DistInfo]:
+    """``setup_distributed`` for a ``with`` block; a process group joined here is left at its end."""
+    info = setup_distributed(device_name)
+    try:
+        yield info
+    finally:
+        if info.initialised_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, dist_info: DistInfo) -> torch.Tensor:

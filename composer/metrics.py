@@ -2,7 +2,7 @@
 
 ``MetricsLog`` writes the rows as the run goes (on resume it keeps those up to the resumed step),
 ``read_metrics`` reads them back (dropping a line torn by a kill), and ``plot_metrics`` draws the loss
-curves from the file.
+curves from the file. ``Throughput`` adds up one invocation's tokens per second.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,27 @@ class MetricsLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class Throughput:
+    """A training invocation's throughput and train losses, step by step (``TrainResult``'s figures)."""
+
+    def __init__(self, positions_per_step: int) -> None:
+        self.positions_per_step = positions_per_step
+        self.started = time.perf_counter()
+        self.train_time, self.tokens, self.positions = 0.0, 0, 0
+        self.losses: list[float] = []
+        self.ema_tps: float | None = None
+
+    def add(self, dt: float, tokens: int, loss: float) -> float:
+        """Count a step of ``dt`` seconds over ``tokens`` real target tokens; its tokens per second."""
+        self.train_time += dt
+        self.tokens += tokens
+        self.positions += self.positions_per_step
+        tps = tokens / dt if dt > 0 else 0.0
+        self.ema_tps = tps if self.ema_tps is None else 0.9 * self.ema_tps + 0.1 * tps
+        self.losses.append(loss)
+        return tps
 
 
 def _fmt(v: Any) -> str:

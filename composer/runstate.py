@@ -1,4 +1,5 @@
-"""A training run's resumable state: the learning-rate schedule, the run folder, save and restore.
+"""A training run's resumable state: the learning-rate schedule, the run folder (locked for the run by
+``run_session``), save and restore.
 
 Everything that decides the next step (weights aside: optimizer moments, loss scale, every row's piece,
 cursor, carried LSTM state and augmentation, the shuffled order, the RNG states, the schedule and the
@@ -11,11 +12,12 @@ own random state, which is not saved.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +40,9 @@ from composer.checkpoint import (
     split_tensors,
     write_checkpoint,
 )
-from composer.distributed import DistInfo
+from composer.distributed import DistInfo, process_group
 from composer.errors import CheckpointError, ComposerError, ConfigError
+from composer.fsutil import folder_lock
 from composer.model import ModelConfig, State
 from composer.nll import Validation
 from composer.train_config import AUGMENTATION_FIELDS, TrainConfig
@@ -267,6 +270,20 @@ def same_data(where: Path, saved: dict[str, Any], corpus: Corpus, trained_pieces
     )
 
 
+@contextlib.contextmanager
+def run_session(run_dir: Path, config: TrainConfig | None, resume: bool) -> Iterator[DistInfo]:
+    """Join the process group under torchrun and (process 0) lock the run folder, for one run."""
+    # the process group's backend follows the device: on resume without a config, the stored one's
+    device_config = config or (load_train_config(run_dir) if resume else None) or TrainConfig()
+    with process_group(device_config.device) as dist_info, _lock(run_dir, dist_info.is_main):
+        yield dist_info
+
+
+def _lock(run_dir: Path, is_main: bool) -> contextlib.AbstractContextManager[object]:
+    """One run per folder: a second run (or a corpus build) pointed here fails at once, clearly."""
+    return folder_lock(run_dir, "training run") if is_main else contextlib.nullcontext()
+
+
 # ------------------------------------------------------------------------------------ the state itself
 
 
@@ -394,6 +411,23 @@ class RunState:
         }
         for name in names:
             write_checkpoint(run_dir / name, model.state_dict(), tensors, meta)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases).
+
+    The fused kernel on CUDA and the CPU, where torch's default is a slower per-tensor loop (README,
+    Benchmarks: training).
+    """
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.peak_lr, betas=(config.beta1, config.beta2), fused=device.type in ("cuda", "cpu")
+    )
 
 
 #: AdamW options that choose an implementation for this device, not the optimization itself.

@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -58,14 +58,21 @@ from composer.device import (
     resolve_device,
     set_threads,
 )
-from composer.distributed import DistInfo, all_reduce_sum, setup_distributed
+from composer.distributed import DistInfo, all_reduce_sum
 from composer.errors import ComposerError, ConfigError, CorpusError
-from composer.fsutil import folder_lock
-from composer.metrics import MetricsLog, plot_metrics
+from composer.metrics import MetricsLog, Throughput, plot_metrics
 from composer.model import LSTMModel, detach_state, reset_rows
 from composer.musicstats import FeatureSet, music_stats_summary
 from composer.nll import Validation, validate, window_nll
-from composer.runstate import RunState, existing_run, get_lr, initial_schedule, load_train_config, run_meta
+from composer.runstate import (
+    RunState,
+    existing_run,
+    get_lr,
+    initial_schedule,
+    make_optimizer,
+    run_meta,
+    run_session,
+)
 from composer.sample import Length, sample_ids
 from composer.train_config import TrainConfig
 
@@ -134,7 +141,7 @@ def train(
     # The loop is kept whole, top to bottom: lr -> step (micro-steps, clip, update) -> log -> validate and
     # checkpoint. The step itself is ``_Run.train_step``.
     run_dir = Path(out_dir)
-    with _session(run_dir, config, resume) as dist_info:
+    with run_session(run_dir, config, resume) as dist_info:
         is_main = dist_info.is_main
         say = _messenger(is_main, progress, log)
         corpus = Corpus.open(corpus) if isinstance(corpus, str | os.PathLike) else corpus
@@ -151,7 +158,7 @@ def train(
         if st.step == 0:
             say(run.describe())
         stop_reason = "max_steps"
-        meter = _Meter(config.batch_size * config.window * config.grad_accum * dist_info.world_size)
+        meter = Throughput(config.batch_size * config.window * config.grad_accum * dist_info.world_size)
         out_of_time = _deadline(config.max_minutes, meter.started)
         pbar = _progress_bar(config.max_steps, st.step, enabled=progress and is_main)
         stopper = _GracefulStop(enabled=not dist_info.enabled)
@@ -161,7 +168,7 @@ def train(
                 t0 = time.perf_counter()
                 lr = get_lr(st.step, config, st.schedule)
                 s = run.train_step(lr, stop_vote=lambda: stopper.requested or (is_main and out_of_time()))
-                tps = meter.add(time.perf_counter() - t0, s)
+                tps = meter.add(time.perf_counter() - t0, s.tokens, s.loss)
                 if on_step is not None:
                     on_step(st.step, s.loss, run.model)
                 row: dict[str, Any] = {
@@ -234,15 +241,8 @@ class _Run:
         scaler = make_grad_scaler(self.device, self.dtype)
         stream = self._load_data()
         self._build_model(raw)
-        self.state = RunState(
-            self.optimizer,
-            scaler,
-            stream,
-            self.model.init_state(config.batch_size, self.device),
-            initial_schedule(config),
-            self.device,
-            dist_info,
-        )
+        carry, schedule = self.model.init_state(config.batch_size, self.device), initial_schedule(config)
+        self.state = RunState(self.optimizer, scaler, stream, carry, schedule, self.device, dist_info)
         if raw is not None:
             self.state.restore(raw, config, corpus, say)
             say(f"resuming {run_dir} at step {self.state.step}")
@@ -378,16 +378,8 @@ class _Run:
 
     def validate(self) -> Validation | None:
         c = self.config
-        return validate(
-            self.model,
-            self.val_store,
-            self.tok,
-            batch_size=c.batch_size,
-            window=c.window,
-            max_batches=c.eval_batches,
-            dtype=self.dtype,
-            dist_info=self.dist,
-        )
+        return validate(self.model, self.val_store, self.tok, batch_size=c.batch_size, window=c.window,
+                        max_batches=c.eval_batches, dtype=self.dtype, dist_info=self.dist)  # fmt: skip
 
     def music_stats(self) -> dict[str, float]:
         """Yang & Lerch statistics of a few sampled songs against the validation pieces (process 0, if asked).
@@ -412,41 +404,6 @@ class _Run:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases).
-
-    The fused kernel on CUDA and the CPU, where torch's default is a slower per-tensor loop (README,
-    Benchmarks: training).
-    """
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups, lr=config.peak_lr, betas=(config.beta1, config.beta2), fused=device.type in ("cuda", "cpu")
-    )
-
-
-@contextlib.contextmanager
-def _session(run_dir: Path, config: TrainConfig | None, resume: bool) -> Iterator[DistInfo]:
-    """Join the process group under torchrun, and (process 0) hold the run folder's lock, for one run."""
-    # the process group's backend follows the device: on resume without a config, the stored one's
-    device_config = config or (load_train_config(run_dir) if resume else None) or TrainConfig()
-    dist_info = setup_distributed(device_config.device)
-    # one run per folder: a second run (or a corpus build) pointed here fails at once with a clear error
-    lock = folder_lock(run_dir, "training run") if dist_info.is_main else contextlib.nullcontext()
-    try:
-        with lock:
-            yield dist_info
-    finally:
-        if dist_info.initialised_here:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def _messenger(is_main: bool, progress: bool, log: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -480,28 +437,7 @@ def _deadline(max_minutes: float | None, t_start: float) -> Callable[[], bool]:
     return lambda: max_minutes is not None and time.perf_counter() - t_start >= max_minutes * 60
 
 
-class _Meter:
-    """This invocation's throughput and losses, step by step."""
-
-    def __init__(self, positions_per_step: int) -> None:
-        self.positions_per_step = positions_per_step
-        self.started = time.perf_counter()
-        self.train_time, self.tokens, self.positions = 0.0, 0, 0
-        self.losses: list[float] = []
-        self.ema_tps: float | None = None
-
-    def add(self, dt: float, s: StepStats) -> float:
-        """Count a step of ``dt`` seconds; its real tokens per second."""
-        self.train_time += dt
-        self.tokens += s.tokens
-        self.positions += self.positions_per_step
-        tps = s.tokens / dt if dt > 0 else 0.0
-        self.ema_tps = tps if self.ema_tps is None else 0.9 * self.ema_tps + 0.1 * tps
-        self.losses.append(s.loss)
-        return tps
-
-
-def _result(st: RunState, run_dir: Path, is_main: bool, stop_reason: str, meter: _Meter) -> TrainResult:
+def _result(st: RunState, run_dir: Path, is_main: bool, stop_reason: str, meter: Throughput) -> TrainResult:
     t = meter.train_time
     return TrainResult(
         steps=st.step,
@@ -535,7 +471,7 @@ class _GracefulStop:
 
     def __init__(self, enabled: bool) -> None:
         self.requested = False
-        self._old: Any = None
+        self._old: Callable[[int, FrameType | None], Any] | int | None = None
         self._enabled = enabled and threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> _GracefulStop:
