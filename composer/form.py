@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from composer.midi import Score
-from composer.musicstats import bar_starts
 
 #: Bars per piece looked at (the pattern comparison is quadratic in bars for the matrix).
 MAX_BARS = 4096
@@ -45,7 +44,7 @@ def bar_patterns(score: Score, relative: bool = False) -> list[Pattern]:
     start = np.array([r[0] for r in rows], dtype=np.int64)
     pitch = np.array([r[1] for r in rows], dtype=np.int64)
     drum = np.array([r[2] for r in rows], dtype=bool)
-    bars = bar_starts(score, int(start.max()))
+    bars = score.bar_starts(int(start.max()))
     bar_of = np.searchsorted(bars, start, side="right") - 1
     n_bars = min(int(bar_of.max()) + 1, MAX_BARS)
     cells: list[set[tuple[int, int, bool]]] = [set() for _ in range(n_bars)]

@@ -24,8 +24,9 @@ KL is ``KL(reference || samples)``: large when the samples miss what the referen
 
 Also: bar-level **self-similarity** (how much material a piece repeats: the share of bars whose
 onset/pitch-class pattern equals an earlier bar's, and the mean best cosine similarity of each bar's
-chroma to an earlier bar's), and **degenerate** pieces (a silence longer than 8 s, one pitch over 80 % of
-the notes, no notes at all, or -- told by the sampler -- cut by the length limit).
+chroma to an earlier bar's), and **degenerate** pieces (a silence longer than ``SILENCE_S``, one pitch
+over ``ONE_PITCH_SHARE`` of the notes, no notes at all, or -- told by the sampler -- cut by the length
+limit). ``degenerate_warnings`` words the same tests (and too few notes) for a generated song.
 
 Everything here is numpy on a few arrays per piece; ``music_stats_summary`` is cheap enough for every
 validation of a training run (pass a precomputed ``FeatureSet`` as the reference to skip re-reading it).
@@ -34,22 +35,26 @@ validation of a training run (pass a precomputed ``FeatureSet`` as the reference
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from composer.midi import Score
 
-#: Degenerate-piece thresholds (the sampler warns at the same ones).
+#: Degenerate-piece thresholds (``PieceFeatures.degenerate`` and the sampler's ``degenerate_warnings``):
+#: a silence longer than this (seconds) ...
 SILENCE_S = 8.0
+#: ... one pitch holding more than this share of the pitched notes, once there are this many ...
 ONE_PITCH_SHARE = 0.8
 ONE_PITCH_MIN_NOTES = 10
+#: ... or fewer notes than this share of the expected count (a generated song).
+FEW_NOTES_SHARE = 0.2
+#: Expected note density (notes per second) when neither the corpus nor a primer tells.
+FALLBACK_NOTES_PER_SECOND = 1.0
 #: Polyphony above this counts in the top bin.
-MAX_POLYPHONY = 16
+POLYPHONY_TOP_BIN = 16
 #: Grid points for the kernel density estimates.
 GRID_POINTS = 256
 #: Probability floor (per bin, before renormalising) that keeps the KL finite.
@@ -62,7 +67,7 @@ DISCRETE, CONTINUOUS = "discrete", "continuous"
 FEATURES: dict[str, tuple[str, tuple[int, int] | None, str]] = {
     "pitch_class": (DISCRETE, (0, 11), "pitch class"),
     "pitch_range": (CONTINUOUS, None, "pitch range (semitones)"),
-    "polyphony": (DISCRETE, (1, MAX_POLYPHONY), "notes sounding at an onset"),
+    "polyphony": (DISCRETE, (1, POLYPHONY_TOP_BIN), "notes sounding at an onset"),
     "note_density": (CONTINUOUS, None, "notes per bar"),
     "ioi": (CONTINUOUS, None, "inter-onset interval (log2 quarters)"),
     "note_length": (CONTINUOUS, None, "note length (log2 quarters)"),
@@ -71,31 +76,6 @@ FEATURES: dict[str, tuple[str, tuple[int, int] | None, str]] = {
 
 
 # ------------------------------------------------------------------------------------------ per piece
-
-
-def bar_starts(score: Score, end_tick: int) -> np.ndarray:
-    """Bar line ticks from 0 through ``end_tick`` per the time signatures (4/4 before the first).
-
-    A time signature that falls inside a bar takes effect at the next bar line, as the beat encoder does.
-    """
-    tpq = score.ticks_per_beat
-    sigs = sorted(score.time_signatures, key=lambda t: t.tick)
-    changes = [(0, 4, 4)] + [(t.tick, t.numerator, t.denominator) for t in sigs]
-    starts: list[int] = []
-    cur, k = 0, 0
-    num, den = 4, 4
-    while cur <= end_tick and len(starts) < 200_000:
-        while k < len(changes) and changes[k][0] <= cur:
-            _, num, den = changes[k]
-            k += 1
-        step = max(1, num * 4 * tpq // den)
-        if k >= len(changes):  # no more changes: the rest at once
-            n_more = (end_tick - cur) // step
-            starts.extend(range(cur, cur + step * (n_more + 1), step))
-            break
-        starts.append(cur)
-        cur += step
-    return np.array(starts or [0], dtype=np.int64)
 
 
 @dataclass
@@ -151,30 +131,23 @@ def piece_features(score: Score) -> PieceFeatures:
         sounding = np.searchsorted(np.sort(ps), onsets, side="right") - np.searchsorted(
             ends, onsets, side="right"
         )
-        polyphony = np.clip(sounding, 1, MAX_POLYPHONY)
+        polyphony = np.clip(sounding, 1, POLYPHONY_TOP_BIN)
     else:
         polyphony = empty_i
     # rhythm
     all_onsets = np.unique(start)
     ioi = np.log2(np.diff(all_onsets) / tpq) if len(all_onsets) > 1 else empty_f
     note_length = np.log2(np.maximum(pe - ps, 1) / tpq)
-    bars = bar_starts(score, int(start.max()))
+    bars = score.bar_starts(int(start.max()))
     bar_of = np.searchsorted(bars, start, side="right") - 1
     note_density = np.bincount(bar_of, minlength=len(bars)).astype(np.float64)
 
     # self-similarity over the bars with pitched notes
     repeated, chroma_sim = _self_similarity(ps, pe, pp, bars)
 
-    # degenerate: the longest silence (from time 0, like the sampler) and the most frequent pitch
-    s = score.ticks_to_seconds(start)
-    e = score.ticks_to_seconds(end)
-    order = np.argsort(s, kind="stable")
-    s, e = s[order], e[order]
-    covered = np.maximum.accumulate(np.concatenate([[0.0], e[:-1]]))
-    longest_silence = float(max((s - covered).max(), 0.0))
-    top_share = None
-    if len(pp) >= ONE_PITCH_MIN_NOTES:
-        top_share = float(np.bincount(pp, minlength=128).max() / len(pp))
+    # degenerate: the longest silence (from time 0) and the most frequent pitch
+    silence, _at = _longest_silence(score, start, end)
+    top = _top_pitch(pp)
     return PieceFeatures(
         pitch_class=pitch_class,
         pitch_range=pitch_range,
@@ -185,10 +158,63 @@ def piece_features(score: Score) -> PieceFeatures:
         velocity=np.clip(vel, 1, 127),
         repeated_bars=repeated,
         chroma_similarity=chroma_sim,
-        longest_silence_s=longest_silence,
-        top_pitch_share=top_share,
+        longest_silence_s=max(silence, 0.0),
+        top_pitch_share=None if top is None else top[1],
         notes=len(rows),
     )
+
+
+def _longest_silence(score: Score, start: np.ndarray, end: np.ndarray) -> tuple[float, float]:
+    """(seconds, where it starts): the longest time no note sounds before a note starts, from time 0."""
+    s = score.ticks_to_seconds(start)
+    e = score.ticks_to_seconds(end)
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], e[order]
+    covered = np.maximum.accumulate(np.concatenate([[0.0], e[:-1]]))
+    gaps = s - covered
+    k = int(np.argmax(gaps))
+    return float(gaps[k]), float(covered[k])
+
+
+def _top_pitch(pitches: np.ndarray) -> tuple[int, float] | None:
+    """(the most frequent pitch, its share) of pitched notes; None below ``ONE_PITCH_MIN_NOTES``."""
+    if len(pitches) < ONE_PITCH_MIN_NOTES:
+        return None
+    counts = np.bincount(pitches, minlength=128)
+    top = int(counts.argmax())
+    return top, float(counts[top] / len(pitches))
+
+
+def degenerate_warnings(
+    score: Score, expected_notes_per_second: float | None = None, min_seconds: float = 0.0
+) -> list[str]:
+    """Why a generated piece looks degenerate: a long silence, one pitch over and over, far too few notes.
+
+    ``expected_notes_per_second``: the training music's density (``FALLBACK_NOTES_PER_SECOND`` if None);
+    ``min_seconds``: the length asked for, if the piece came out shorter.
+    """
+    rows = [
+        (nt.start, nt.end, -1 if inst.is_drum else nt.pitch)
+        for inst in score.instruments
+        for nt in inst.notes
+    ]
+    if not rows:
+        return ["no notes at all"]
+    arr = np.array(rows, dtype=np.int64)
+    warns: list[str] = []
+    silence, at = _longest_silence(score, arr[:, 0], arr[:, 1])
+    if silence > SILENCE_S:
+        warns.append(f"silence of {silence:.1f} s at {at:.1f} s")
+    top = _top_pitch(arr[arr[:, 2] >= 0, 2])
+    if top is not None and top[1] > ONE_PITCH_SHARE:
+        warns.append(f"one note repeated: {top[1]:.0%} of the notes are pitch {top[0]}")
+    seconds = max(float(score.ticks_to_seconds(arr[:, 1]).max()), min_seconds)
+    expected = (expected_notes_per_second or FALLBACK_NOTES_PER_SECOND) * seconds
+    if expected >= 5 and len(rows) < FEW_NOTES_SHARE * expected:
+        warns.append(
+            f"far fewer notes than expected ({len(rows)} in {seconds:.1f} s, ~{expected:.0f} expected)"
+        )
+    return warns
 
 
 def _self_similarity(
@@ -360,10 +386,10 @@ def compare_feature(name: str, reference: np.ndarray, samples: np.ndarray) -> Co
         both = np.concatenate([ref, smp]).astype(np.float64)
         if len(both):
             bw_r, bw_s = _bandwidth(ref.astype(np.float64)), _bandwidth(smp.astype(np.float64))
-            lo, hi = float(both.min()), float(both.max())
-            span = hi - lo if hi > lo else 1.0
+            x_lo, x_hi = float(both.min()), float(both.max())
+            span = x_hi - x_lo if x_hi > x_lo else 1.0
             pad = max(3 * max(bw_r, bw_s), 0.05 * span)
-            edges = np.linspace(lo - pad, hi + pad, GRID_POINTS + 1)
+            edges = np.linspace(x_lo - pad, x_hi + pad, GRID_POINTS + 1)
             x = (edges[:-1] + edges[1:]) / 2
             p = _kde(ref.astype(np.float64), edges, bw_r) if len(ref) else np.zeros(GRID_POINTS)
             q = _kde(smp.astype(np.float64), edges, bw_s) if len(smp) else np.zeros(GRID_POINTS)
@@ -441,63 +467,4 @@ def music_stats_summary(
     out["repeated_bars"] = float("nan") if sim is None else sim
     rate = cmp.samples.degenerate_summary()["rate"]
     out["degenerate_rate"] = float("nan") if rate is None else float(rate)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ plot
-
-
-def plot_comparison(
-    cmp: MusicComparison, path: str | os.PathLike[str], title: str = "", labels: tuple[str, str] = ("", "")
-) -> Path:
-    """One panel per feature: the reference and sample distributions overlaid, with OA and KL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ref_label = labels[0] or f"reference ({cmp.reference.pieces})"
-    smp_label = labels[1] or f"samples ({cmp.samples.pieces})"
-    names = list(cmp.features)
-    cols = 4
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        c = cmp.features[name]
-        if len(c.x):
-            if c.kind == DISCRETE:
-                w = 0.42
-                ax.bar(c.x - w / 2, c.p, width=w, label=ref_label, color="tab:blue", alpha=0.8)
-                ax.bar(c.x + w / 2, c.q, width=w, label=smp_label, color="tab:orange", alpha=0.8)
-            else:
-                dx = float(c.x[1] - c.x[0]) if len(c.x) > 1 else 1.0
-                ax.fill_between(c.x, c.p / dx, alpha=0.35, color="tab:blue", label=ref_label)
-                ax.fill_between(c.x, c.q / dx, alpha=0.35, color="tab:orange", label=smp_label)
-        kl = "-" if not math.isfinite(c.kl) else f"{c.kl:.3f}"
-        ax.set_title(f"{name}: OA {c.oa:.2f}, KL {kl}", fontsize=10)
-        ax.set_xlabel(FEATURES[name][2], fontsize=8)
-        ax.tick_params(labelsize=7)
-    # the last panel: self-similarity and degenerate rates as bars
-    extra = axes.flat[len(names)] if len(names) < rows * cols else None
-    if extra is not None:
-        rs, ss = cmp.reference.similarity(), cmp.samples.similarity()
-        rd, sd = cmp.reference.degenerate_summary(), cmp.samples.degenerate_summary()
-        keys = ["repeated bars", "chroma sim.", "degenerate"]
-        rv = [rs["repeated_bars"] or 0.0, rs["chroma_similarity"] or 0.0, rd["rate"] or 0.0]
-        sv = [ss["repeated_bars"] or 0.0, ss["chroma_similarity"] or 0.0, sd["rate"] or 0.0]
-        xs = np.arange(len(keys))
-        extra.bar(xs - 0.2, rv, width=0.4, color="tab:blue", alpha=0.8, label=ref_label)
-        extra.bar(xs + 0.2, sv, width=0.4, color="tab:orange", alpha=0.8, label=smp_label)
-        extra.set_xticks(xs, keys, fontsize=8)
-        extra.set_ylim(0, 1)
-        extra.set_title("structure", fontsize=10)
-    for ax in list(axes.flat)[len(names) + (extra is not None) :]:
-        ax.axis("off")
-    handles, leg_labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, leg_labels, loc="upper right", fontsize=9)
-    fig.suptitle(title or f"mean OA {cmp.mean_oa:.3f}, mean KL {cmp.mean_kl:.3f}")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -25,17 +25,9 @@ from composer.cli import main
 from composer.errors import ComposerError, ConfigError, MidiReadError
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, read_midi, write_midi
 from composer.model import LSTMModel, ModelConfig
-from composer.sample import (
-    CLOSE_BUDGET,
-    GeneratedSong,
-    Length,
-    Stepper,
-    apply_bpm,
-    degenerate_warnings,
-    generate,
-    sample_ids,
-    save_songs,
-)
+from composer.musicstats import degenerate_warnings
+from composer.sample import CLOSE_BUDGET, Length, Stepper, generate, sample_ids
+from composer.songs import GeneratedSong, save_songs, songs_from_sample
 from composer.tokenizer import Tokenizer, TokenizerConfig, tokenizer_from_config
 
 torch.set_num_threads(1)
@@ -186,7 +178,7 @@ def test_force_is_checked_before_generating(
 
 def test_bars_length(ckpts: dict[str, Path]) -> None:
     ck = load_checkpoint(ckpts["beat"])
-    songs = generate(ck, 3, Length(bars=5), seed=2)
+    songs = generate(ck, 3, length=Length(bars=5), seed=2)
     tok = ck.tokenizer
     bar_id = tok.vocab.id("BAR")
     for s in songs:
@@ -197,7 +189,7 @@ def test_bars_length(ckpts: dict[str, Path]) -> None:
 
 def test_seconds_length_ends_cleanly_on_the_bar_after(ckpts: dict[str, Path]) -> None:
     ck = load_checkpoint(ckpts["beat"])
-    songs = generate(ck, 3, Length(seconds=6.0), seed=4, bpm=120.0)
+    songs = generate(ck, 3, length=Length(seconds=6.0), seed=4, bpm=120.0)
     for s in songs:
         # at 120 bpm a bar is at most 4 s (8 quarters): the piece stops on the first bar line past 6 s
         assert s.score.tempos == [TempoChange(0, 120.0)]
@@ -237,7 +229,7 @@ def test_length_validation() -> None:
 def test_progress_is_reported(ckpts: dict[str, Path]) -> None:
     ck = load_checkpoint(ckpts["beat"])
     calls: list[tuple[float, float]] = []
-    generate(ck, 1, Length(bars=2), seed=0, progress=lambda d, t: calls.append((d, t)))
+    generate(ck, 1, length=Length(bars=2), seed=0, progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1] == (2.0, 2.0)
     assert all(0 <= d <= t for d, t in calls)
 
@@ -250,7 +242,7 @@ def test_primer_notes_are_kept_then_continued(ckpts: dict[str, Path], tmp_path: 
     primer = tmp_path / "primer.mid"
     write_midi(primer_score(), primer)
     ck = load_checkpoint(ckpts[encoding])
-    songs = generate(ck, 2, Length(tokens=30), seed=9, primer=primer)
+    songs = generate(ck, 2, length=Length(tokens=30), seed=9, primer=primer)
     tol = 0.5 / 12 * 0.5 + 1e-6 if encoding == "beat" else 0.006  # half a grid step at 120 bpm / 10 ms
     want = note_set(primer_score())
     for s in songs:
@@ -339,12 +331,12 @@ def test_missing_default_checkpoint_says_how_to_get_one(
 def test_library_errors(ckpts: dict[str, Path], tmp_path: Path) -> None:
     ck = load_checkpoint(ckpts["beat"])
     with pytest.raises(ConfigError):
-        generate(ck, 1, Length(tokens=5), temperature=0.0)
+        generate(ck, 1, length=Length(tokens=5), temperature=0.0)
     with pytest.raises(ConfigError):
-        generate(ck, 0, Length(tokens=5))
+        generate(ck, 0, length=Length(tokens=5))
     with pytest.raises(MidiReadError, match="primer"):
-        generate(ck, 1, Length(tokens=5), primer=tmp_path / "missing.mid")
-    songs = generate(ck, 1, Length(tokens=5), seed=1)
+        generate(ck, 1, length=Length(tokens=5), primer=tmp_path / "missing.mid")
+    songs = generate(ck, 1, length=Length(tokens=5), seed=1)
     save_songs(songs, tmp_path / "s")
     with pytest.raises(ComposerError, match="exists"):
         save_songs(songs, tmp_path / "s")
@@ -437,7 +429,7 @@ def test_bpm_beat_sets_one_tempo_and_performance_keeps_seconds(
     ckpts: dict[str, Path], tmp_path: Path
 ) -> None:
     ck = load_checkpoint(ckpts["beat"])
-    (song,) = generate(ck, 1, Length(bars=2), seed=1, bpm=90.0)
+    (song,) = generate(ck, 1, length=Length(bars=2), seed=1, bpm=90.0)
     save_songs([song], tmp_path / "b")
     mf = mido.MidiFile(str(tmp_path / "b" / "song_001.mid"))
     tempos = [m.tempo for m in mf.tracks[0] if m.type == "set_tempo"]
@@ -447,8 +439,8 @@ def test_bpm_beat_sets_one_tempo_and_performance_keeps_seconds(
     assert set(tempo_tokens) == {nearest}  # the model was steered to the nearest tempo bin
 
     perf = load_checkpoint(ckpts["performance"])
-    (plain,) = generate(perf, 1, Length(tokens=40), seed=3)
-    (slow,) = generate(perf, 1, Length(tokens=40), seed=3, bpm=45.0)
+    (plain,) = generate(perf, 1, length=Length(tokens=40), seed=3)
+    (slow,) = generate(perf, 1, length=Length(tokens=40), seed=3, bpm=45.0)
     assert slow.score.tempos == [TempoChange(0, 45.0)]
     a, b = sorted(note_set(plain.score)), sorted(note_set(slow.score))
     assert len(a) == len(b)
@@ -456,11 +448,11 @@ def test_bpm_beat_sets_one_tempo_and_performance_keeps_seconds(
         assert p == q and abs(s0 - s1) < 1e-3 and abs(e0 - e1) < 1e-3
 
 
-def test_apply_bpm_on_a_performance_score_keeps_times() -> None:
+def test_retime_on_a_performance_score_keeps_times() -> None:
     s = Score(ticks_per_beat=500, tempos=[TempoChange(0, 120.0)], time_signatures=[TimeSignature(0, 4, 4)])
     s.instruments = [Instrument(0, notes=[Note(60, 80, 1000, 1500), Note(62, 80, 1500, 1510)])]
     before = note_set(s)
-    after = note_set(apply_bpm(s, 200.0, "performance"))
+    after = note_set(TOKENIZERS["performance"].retime(s, 200.0))
     assert np.allclose(np.array(before), np.array(after), atol=1e-3)
 
 
@@ -495,6 +487,20 @@ def test_warnings_reach_the_sidecar(tmp_path: Path) -> None:
     save_songs([song], tmp_path, meta={"seed": 1})
     side = json.loads((tmp_path / "song_001.json").read_text())
     assert side["warnings"] and side["seed"] == 1
+
+
+def test_a_cut_song_says_so_in_its_result_and_sidecar(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    ck = load_checkpoint(ckpts["beat"])
+    gen = torch.Generator().manual_seed(0)
+    raw = sample_ids(ck.model, ck.tokenizer, 3, Length(tokens=40), generator=gen, close_budget=0)
+    assert raw.forced.any() and not raw.hit_cap.any()  # no budget: a row still in its bar is closed by force
+    songs = songs_from_sample(raw, ck.tokenizer)
+    assert [s.cut for s in songs] == raw.cut.tolist() == raw.forced.tolist()
+    for s in songs:
+        assert any("closed by force" in w for w in s.warnings) == s.cut
+    save_songs(songs, tmp_path)
+    sides = [json.loads((tmp_path / f"song_{s.index:03d}.json").read_text()) for s in songs]
+    assert [side["cut"] for side in sides] == [s.cut for s in songs]
 
 
 # ------------------------------------------------------------------------------------------------- render
@@ -548,7 +554,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
 def test_generated_file_reads_back_with_our_reader(ckpts: dict[str, Path], tmp_path: Path) -> None:
     ck = load_checkpoint(ckpts["beat"])
-    songs = generate(ck, 1, Length(bars=2), seed=8)
+    songs = generate(ck, 1, length=Length(bars=2), seed=8)
     (path,) = save_songs(songs, tmp_path)
     back = read_midi(path)
     assert back.note_count == songs[0].notes

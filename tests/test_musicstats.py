@@ -12,14 +12,13 @@ from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature
 from composer.musicstats import (
     FEATURES,
     FeatureSet,
-    bar_starts,
     compare_feature,
     compare_sets,
     music_stats_summary,
     overlap_and_kl,
     piece_features,
-    plot_comparison,
 )
+from composer.plot import drawn_bar_lines, plot_comparison
 from tests.midi_factory import TPQ, chord_score, multitrack_score
 
 
@@ -59,10 +58,33 @@ def test_drums_count_for_rhythm_not_for_pitch() -> None:
 def test_bar_lines_follow_time_signature_changes() -> None:
     s = _melody([60] * 12)
     s.time_signatures = [TimeSignature(0, 3, 4), TimeSignature(6 * TPQ, 2, 4)]
-    assert bar_starts(s, 11 * TPQ).tolist() == [0, 3 * TPQ, 6 * TPQ, 8 * TPQ, 10 * TPQ]
+    assert s.bar_starts(11 * TPQ).tolist() == [0, 3 * TPQ, 6 * TPQ, 8 * TPQ, 10 * TPQ]
     # a change inside a bar takes effect at the next bar line
     s.time_signatures = [TimeSignature(0, 4, 4), TimeSignature(2 * TPQ, 3, 4)]
-    assert bar_starts(s, 10 * TPQ).tolist() == [0, 4 * TPQ, 7 * TPQ, 10 * TPQ]
+    assert s.bar_starts(10 * TPQ).tolist() == [0, 4 * TPQ, 7 * TPQ, 10 * TPQ]
+    assert s.bar_starts(10 * TPQ, max_bars=2).tolist() == [0, 4 * TPQ, 7 * TPQ]  # max_bars, and one more
+
+
+def test_a_time_signature_inside_a_bar_gives_the_same_bar_lines_everywhere() -> None:
+    """4/4, then 3/4 from beat 3 of bar 1: the piano roll used to restart a bar at the change (0, 2, 5, 8,
+    11 quarters) while the statistics and the beat encoder wait for the next bar line (0, 4, 7, 10)."""
+    from composer.form import bar_patterns
+    from composer.tokenizer import BeatTokenizer, TokenizerConfig
+
+    s = _melody([60] * 12)
+    s.time_signatures = [TimeSignature(0, 4, 4), TimeSignature(2 * TPQ, 3, 4)]
+    bars = [0, 4 * TPQ, 7 * TPQ, 10 * TPQ]
+    assert s.bar_starts(s.end_tick - 1).tolist() == bars
+    assert drawn_bar_lines(s).tolist() == bars
+    assert piece_features(s).note_density.tolist() == [4.0, 3.0, 3.0, 2.0]
+    assert len(bar_patterns(s)) == 4
+    tok = BeatTokenizer(TokenizerConfig())
+    ids, stats = tok.encode(s)
+    assert stats.time_signatures_moved == 1
+    assert tok.ids_to_tokens(ids).count("BAR") == 4
+    back = tok.decode(ids)  # the 3/4 now sits on the bar line it took effect at
+    assert [(t.tick, t.numerator) for t in back.time_signatures] == [(0, 4), (4 * back.ticks_per_beat, 3)]
+    assert back.bar_starts(back.end_tick - 1).tolist() == [b // TPQ * back.ticks_per_beat for b in bars]
 
 
 def test_identical_sets_overlap_fully_with_zero_kl() -> None:
