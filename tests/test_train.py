@@ -20,12 +20,14 @@ from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
 from composer.device import out_of_memory_as
+from composer.distributed import DistInfo
 from composer.errors import CheckpointError, ComposerError, ConfigError
 from composer.metrics import read_metrics
 from composer.model import LSTMModel, ModelConfig, detach_state, reset_rows
+from composer.nll import piece_nlls, validate
 from composer.runstate import extend_schedule, get_lr, initial_schedule
-from composer.train import _oom_message, train
-from composer.train_config import TrainConfig
+from composer.train import _oom_message, _Run, train
+from composer.train_config import AUGMENTATION_FIELDS, AugmentConfig, TrainConfig
 from tests.helpers_train import build_tiny_corpus, make_midi_files, metrics_losses, metrics_rates, tiny_config
 
 torch.set_num_threads(1)
@@ -62,6 +64,15 @@ def test_train_config_validation_and_round_trip() -> None:
     assert (TrainConfig().peak_lr, TrainConfig().final_lr) == (5e-3, pytest.approx(5e-4))
     assert TrainConfig(preset="large").peak_lr == 1e-3
     assert TrainConfig(lr=2e-3).final_lr == pytest.approx(2e-4)
+
+
+def test_augment_config_is_validated_and_drawn_from_the_train_config() -> None:
+    assert TrainConfig(transpose=3, time_stretch=0.1).augment == AugmentConfig(transpose=3, time_stretch=0.1)
+    assert AUGMENTATION_FIELDS == ("transpose", "velocity_jitter", "time_stretch", "time_stretch_steps")
+    with pytest.raises(ConfigError, match=r"^time_stretch must be a number in 0\.0\.\.0\.5, got 0\.9$"):
+        TrainConfig(time_stretch=0.9)
+    with pytest.raises(ConfigError, match=r"^transpose must be an integer in 0\.\.127, got -1$"):
+        AugmentConfig(transpose=-1)
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -199,7 +210,33 @@ def test_validation_stream_visits_each_piece_once() -> None:
     assert covered == {0: 6, 1: 2, 2: 11} and stream.exhausted
 
 
+def test_validation_agrees_with_whole_piece_nlls(corpus: Path) -> None:
+    """Training's streamed validation and ``piece_nlls`` (composer evaluate) compute one likelihood."""
+    c = Corpus.open(corpus)
+    tok, pieces = c.tokenizer, c.pieces("val")
+    torch.manual_seed(0)
+    model = LSTMModel(tiny_config().model_config(tok.vocab.size)).eval()
+    store = TokenStore(c.tokens, pieces, torch.device("cpu"), keep_host=True)
+    result = validate(model, store, tok, batch_size=2, window=16)
+    nlls = piece_nlls(model, [c.piece_tokens(p) for p in pieces], pad_id=int(tok.pad_id))
+    assert result is not None and result.tokens == sum(len(x) for x in nlls)
+    assert result.loss == pytest.approx(sum(float(x.sum()) for x in nlls) / result.tokens, rel=1e-5)
+    assert result.notes == sum(tok.note_count(c.piece_tokens(p)[1:]) for p in pieces)
+    few = validate(model, store, tok, batch_size=2, window=16, max_batches=1)
+    assert few is not None and few.tokens == 2 * 16  # one window of both rows: a prefix of two pieces
+
+
 # ------------------------------------------------------------------------------------------- augmentation
+
+
+def test_time_stretch_tables_only_for_encodings_that_support_it(corpus: Path, tmp_path: Path) -> None:
+    perf = build_tiny_corpus(tmp_path, n=6, encoding="performance")
+    cfg = AugmentConfig(velocity_jitter=0, time_stretch=0.1, time_stretch_steps=5)
+    for path, options in ((corpus, 1), (perf, 5)):
+        c = Corpus.open(path)
+        store = TokenStore(c.tokens, c.pieces(), torch.device("cpu"))
+        aug = Augmenter(c.tokenizer, cfg, store, torch.device("cpu"))
+        assert aug.n_other == options and (aug.other is None) == (options == 1), c.tokenizer.config.encoding
 
 
 def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Path) -> None:
@@ -305,6 +342,32 @@ def test_music_statistics_are_logged_at_each_validation_when_asked(corpus: Path,
     for r in evals:
         assert 0.0 <= float(r["music_mean_oa"]) <= 1.0 and float(r["music_mean_kl"]) >= 0.0
     assert all(r["music_mean_oa"] == "" for r in rows if not r["val_loss"])
+
+
+def test_music_statistics_leave_the_run_alone(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(music_samples=2)
+    run = _Run(Corpus.open(corpus), tmp_path / "run", cfg, None, DistInfo(), None, print)
+    run.model.train()
+    rng_before = torch.get_rng_state()
+    stats = run.music_stats()
+    assert torch.equal(torch.get_rng_state(), rng_before)  # its own generator: the run's course is unchanged
+    assert run.model.training
+    assert {"music_mean_oa", "music_mean_kl", "music_degenerate_rate"} <= set(stats)
+    assert 0.0 <= stats["music_mean_oa"] <= 1.0
+    assert stats == run.music_stats()
+
+
+def test_checkpoint_remembers_the_corpus_generation_needs(corpus: Path, tmp_path: Path) -> None:
+    train(corpus, tmp_path / "run", tiny_config(max_steps=2, eval_every=2), progress=False, plot=False)
+    meta = read_checkpoint(tmp_path / "run" / "last").meta["corpus"]
+    c = Corpus.open(corpus)
+    pieces = c.pieces()
+    assert (meta["path"], meta["fingerprint"], meta["content_fingerprint"], meta["val_fraction"]) == (
+        str(c.path), c.fingerprint, c.content_fingerprint, c.val_fraction
+    )  # fmt: skip
+    assert (meta["pieces"], meta["notes"]) == (len(pieces), sum(p.notes for p in pieces))
+    assert meta["programs"] == sorted({x for p in pieces for x in p.programs})
+    assert meta["notes_per_second"] == pytest.approx(meta["notes"] / sum(p.seconds for p in pieces))
 
 
 def test_resume_follows_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Path) -> None:
