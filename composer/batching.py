@@ -10,9 +10,10 @@ order and its state is zeroed (``WindowPlan.new``). A window never spans two pie
 is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row start +
 arange), no DataLoader (``Batcher``).
 
-Each row draws an augmentation when it starts a piece (``Augmenter``: transposition that keeps every note of
-the piece inside the tokenizer's pitch range, never applied to drums; velocity jitter; time stretch for the
-performance encoding), applied on the device through precomputed lookup tables.
+Each row draws an augmentation when it starts a piece (``Augmenter``, from an ``AugmentConfig``:
+transposition that keeps every note of the piece inside the tokenizer's pitch range, never applied to
+drums; velocity jitter; time stretch where the tokenizer ``supports_time_stretch``), applied on the
+device through precomputed lookup tables. ``composer.train``'s docstring draws the batch layout.
 
 A ``PieceStream``'s whole position (order, every row's piece, cursor and augmentation, its RNG) is in its
 ``state_dict``, which the checkpoint saves so that a resumed run continues exactly.

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, keep_through_step: int | None) -> None:
         self.path = path
         self.enabled = enabled
-        self._fh: Any = None
+        self._fh: TextIO | None = None
         if not enabled:
             return
         rows = read_metrics(path) if keep_through_step is not None and path.exists() else []
