@@ -28,9 +28,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.errors import ComposerError
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, write_midi
+
+if TYPE_CHECKING:  # pragma: no cover
+    from music21 import stream
 
 #: General MIDI program for every voice: 52 is "Choir Aahs" (0-based), apt for a four-part choir.
 CHORALE_PROGRAM = 52
@@ -136,13 +140,13 @@ def _tick(offset: Fraction | float, shift: Fraction | float) -> int:
     return int(round((Fraction(offset) + Fraction(shift)) * TICKS_PER_BEAT))
 
 
-def _part_notes(flat: object, shift: Fraction | float) -> list[Note]:
+def _part_notes(flat: stream.Stream, shift: Fraction | float) -> list[Note]:
     """Notes of one flattened part, ties merged, grace and unpitched notes dropped."""
     from music21 import chord, note
 
     out: list[Note] = []
     open_ties: dict[int, Note] = {}  # pitch -> the note a tie continues
-    for el in flat.notes:  # type: ignore[attr-defined]
+    for el in flat.notes:
         ql = el.duration.quarterLength
         if ql <= 0:  # grace note
             continue
@@ -171,7 +175,7 @@ def _part_notes(flat: object, shift: Fraction | float) -> list[Note]:
     return out
 
 
-def _parse_musicxml_voices(source: Path) -> object:
+def _parse_musicxml_voices(source: Path) -> stream.Score:
     """Parse a MusicXML chorale, dropping the non-vocal parts *before* music21 builds them (the cantata
     settings with trumpets, timpani and strings are the slowest files to parse, and those parts are
     thrown away anyway). A score with no part named as a voice keeps all its parts."""
@@ -205,12 +209,15 @@ def chorale_to_score(source: Path) -> Score:
     """Parse one chorale with music21 and convert it to the project's note model."""
     from music21 import converter, meter, stream, tempo
 
+    parsed: stream.Score | stream.Part | stream.Opus
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if source.suffix.lower() in (".mxl", ".xml", ".musicxml"):
             parsed = _parse_musicxml_voices(source)
         else:  # Humdrum. forceSource: never read or write music21's pickle cache
             parsed = converter.parse(str(source), forceSource=True)
+    if isinstance(parsed, stream.Opus):
+        raise ValueError("the file holds several scores (an opus), not one chorale")
     parts = list(parsed.parts) if isinstance(parsed, stream.Score) else [parsed]
     if not parts:
         raise ValueError("the score has no parts")
