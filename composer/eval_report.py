@@ -14,7 +14,7 @@ import numpy as np
 from composer.musicstats import ONE_PITCH_SHARE, SILENCE_S
 
 
-def _clean(obj: Any) -> Any:
+def _clean(obj: object) -> object:
     """NaN and infinities become null so that the JSON is valid."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -31,7 +31,7 @@ def report_json(report: dict[str, Any]) -> str:
     return json.dumps(_clean(report), indent=2) + "\n"
 
 
-def _f(x: Any, spec: str = ".4f") -> str:
+def _f(x: object, spec: str = ".4f") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 

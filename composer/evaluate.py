@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from composer.checkpoint import Checkpoint
     from composer.corpus import Corpus
     from composer.musicstats import MusicComparison
-    from composer.tokenizer import Tokenizer
+    from composer.tokenizer import Tokenizer, TokenizerConfig
 
 #: Reference pieces used for the music statistics (the first ones, deterministic).
 MAX_REFERENCE = 512
@@ -77,7 +77,7 @@ class EvalData:
         return [tokenizer.decode(ids) for ids in self.pieces[:limit]]
 
 
-def _config_diff(a: Any, b: Any) -> str:
+def _config_diff(a: TokenizerConfig, b: TokenizerConfig) -> str:
     da, db = a.to_dict(), b.to_dict()
     keys = [k for k in da if da.get(k) != db.get(k)]
     return ", ".join(f"{k} {da.get(k)!r} vs {db.get(k)!r}" for k in keys[:4])
@@ -316,7 +316,9 @@ def generate_samples(
 ) -> SampleSet:
     from composer.sample import Length, generate
 
-    songs = generate(ckpt, n, Length(seconds=seconds), temperature=temperature, seed=seed, device=device)
+    songs = generate(
+        ckpt, n=n, length=Length(seconds=seconds), temperature=temperature, seed=seed, device=device
+    )
     return SampleSet(
         [s.score for s in songs],
         [s.cut for s in songs],

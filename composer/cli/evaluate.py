@@ -128,7 +128,7 @@ def evaluate_command(
             raise ComposerError(f"{json_path}: cannot write ({e.strerror or e})") from None
         click.echo(f"figures written to {json_path}")
     if plot_path is not None and ev.music is not None:
-        from composer.musicstats import plot_comparison
+        from composer.plot import plot_comparison
 
         try:
             plot_comparison(ev.music, plot_path, title=f"{ev.report['checkpoint']}: samples vs data")

@@ -15,7 +15,8 @@ from composer.cli.options import device_option, force_option, out_folder_option
 from composer.errors import ComposerError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from composer.sample import GeneratedSong, Length
+    from composer.sample import Length
+    from composer.songs import GeneratedSong
 
 
 @click.command("generate")
@@ -79,14 +80,8 @@ def generate_command(  # one parameter per option, as click passes them
 
     from composer.checkpoint import load_checkpoint
     from composer.device import resolve_device
-    from composer.sample import (
-        Length,
-        check_bpm,
-        check_sampling_options,
-        generate,
-        prepare_out_dir,
-        save_songs,
-    )
+    from composer.sample import Length, check_bpm, check_sampling_options, generate
+    from composer.songs import prepare_out_dir, save_songs
 
     length = Length(seconds=seconds, bars=bars, tokens=tokens)
     check_sampling_options(temperature, top_k, top_p)
