@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from composer.errors import ComposerError
+from composer.errors import ConfigError
 
 DEFAULT_DISTANCES = (64, 256, 1024)
 #: Long-range targets per piece, and in all (the same targets for every distance). Each bucket costs
@@ -144,7 +144,7 @@ def long_range(
     """
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1:
-        raise ComposerError(f"distances must be positive token counts, got {list(distances)}")
+        raise ConfigError(f"distances must be positive token counts, got {list(distances)}")
     if min_position is None:
         min_position = max(distances)
     eligible = [i for i, p in enumerate(pieces) if len(p) - 1 >= max(min_position, 1)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from composer.baselines import MAX_ORDER, MIN_ORDER
 from composer.cli.base import echo_err
 from composer.cli.options import device_option
 from composer.errors import ComposerError
@@ -70,7 +71,7 @@ def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 )
 @click.option(
     "--order",
-    type=click.IntRange(2, 8),
+    type=click.IntRange(MIN_ORDER, MAX_ORDER),
     default=DEFAULT_NGRAM_ORDER,
     show_default=True,
     help="Order of the n-gram baseline.",
