@@ -18,25 +18,21 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
-from composer.errors import ComposerError, CorpusError, MidiReadError
+from composer.corpus_file import EncodedFile, encode_within_limit, find_midi_files
+from composer.errors import ComposerError, CorpusError
 from composer.fsutil import atomic_write_text, describe_os_error, folder_lock
-from composer.midi import is_midi_path, parse_midi_bytes
-from composer.tokenizer import DRUMS, Tokenizer, TokenizerConfig, tokenizer_from_config
+from composer.tokenizer import Tokenizer, TokenizerConfig, tokenizer_from_config
 
 MANIFEST_VERSION = 1
 MANIFEST, TOKENIZER, SKIPPED = "manifest.json", "tokenizer.json", "skipped.txt"
-#: A file that takes longer than this to read and encode is skipped (hostile input must not hang a build).
-FILE_TIME_LIMIT_S = 60
 SPLITS = ("train", "val")
 
 
@@ -53,6 +49,16 @@ class Piece:
     pitch_max: int | None
     programs: tuple[int, ...] = ()
     lost: dict[str, int] = field(default_factory=dict)
+
+
+class CorpusStatistics(TypedDict, total=False):
+    """``Corpus.statistics``: ``pieces`` and ``notes`` always; ``programs`` and ``notes_per_second`` where
+    the corpus has pieces and seconds of music."""
+
+    pieces: int
+    notes: int
+    programs: list[int]
+    notes_per_second: float
 
 
 @dataclass
@@ -156,6 +162,18 @@ class Corpus:
     def encoding(self) -> str:
         return self.tokenizer.encoding
 
+    def statistics(self) -> CorpusStatistics:
+        """What generation needs to know of the music (a checkpoint keeps it in its corpus metadata):
+        pieces, notes, the programs played (drums as DRUMS) and notes per second, where there are any."""
+        pieces = self.pieces("train") + self.pieces("val")
+        stats = CorpusStatistics(pieces=len(pieces), notes=sum(p.notes for p in pieces))
+        if pieces:
+            stats["programs"] = sorted({x for p in pieces for x in p.programs})
+        seconds = sum(p.seconds for p in pieces)
+        if seconds > 0:
+            stats["notes_per_second"] = stats["notes"] / seconds
+        return stats
+
     def summary(self) -> dict[str, Any]:
         """Files, tokens, notes, hours, instruments and skipped files, for ``corpus info``."""
         programs: dict[int, int] = {}
@@ -205,24 +223,6 @@ def _piece_from_json(d: dict[str, Any]) -> Piece:
 # ------------------------------------------------------------------------------------------------ build
 
 
-def find_midi_files(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """MIDI files under the given files or folders (recursively), sorted, each once."""
-    found: set[Path] = set()
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            for root, _dirs, files in os.walk(p, followlinks=False):
-                for name in files:
-                    fp = Path(root) / name
-                    if is_midi_path(fp):
-                        found.add(fp)
-        elif p.is_file():
-            found.add(p)
-        else:
-            raise CorpusError(f"{p}: no such file or folder")
-    return sorted(found)
-
-
 def split_of(sha256: str, val_fraction: float) -> str:
     """Deterministic train/val split by content hash."""
     return "val" if int(sha256[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
@@ -232,21 +232,6 @@ def split_fingerprint(content_fingerprint: str, splits: Iterable[str]) -> str:
     """A corpus's fingerprint: its content fingerprint and the split of each piece, in token-file order."""
     marks = "".join("v" if s == "val" else "t" for s in splits)
     return hashlib.sha256(f"{content_fingerprint}:{marks}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class _Encoded:
-    path: str
-    sha256: str
-    ids: np.ndarray | None = None
-    notes: int = 0
-    seconds: float = 0.0
-    pitch_min: int | None = None
-    pitch_max: int | None = None
-    programs: tuple[int, ...] = ()
-    lost: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-    cached: bool = False
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -259,113 +244,13 @@ def _init_worker(config: dict[str, Any], known: frozenset[str]) -> None:
     _worker_known = known
 
 
-class _FileTimeout(BaseException):
-    """The per-file time limit's alarm; not an ``Exception``, so that no handler in the reader keeps it."""
+def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> EncodedFile:
+    """Read and encode one file within the time limit (``composer.corpus_file``); in a build, files whose
+    content the corpus already holds come back ``cached``."""
+    return encode_within_limit(path, tokenizer, _worker_known)
 
 
-_alarm_armed = False
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    if _alarm_armed:  # a signal that arrives after the file is done is ignored
-        raise _FileTimeout
-
-
-def _too_slow() -> str:
-    return f"took longer than {FILE_TIME_LIMIT_S:g} s to read"
-
-
-def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> _Encoded:
-    """Read and encode one file; any failure becomes a one-line reason, never an exception.
-
-    A file that takes longer than ``FILE_TIME_LIMIT_S`` is given up, on every path (worker processes, a
-    build in one process, ``composer encode``): by SIGALRM in a main thread on Unix (any timer already set
-    is put back afterwards), elsewhere (another thread, Windows) by encoding in a helper thread and no
-    longer waiting for it at the limit; a thread cannot be stopped, so it runs on in the background.
-    """
-    path = str(path)
-    limit = FILE_TIME_LIMIT_S
-    if not limit or limit <= 0:
-        return _encode_file(path, tokenizer)
-    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
-        return _encode_with_alarm(path, tokenizer, limit)
-    return _encode_in_thread(path, tokenizer, limit)
-
-
-def _encode_with_alarm(path: str, tokenizer: Tokenizer, limit: float) -> _Encoded:
-    global _alarm_armed
-    old_handler = signal.signal(signal.SIGALRM, _on_alarm)
-    t0, old_delay, old_interval = time.monotonic(), 0.0, 0.0
-    _alarm_armed = True
-    try:
-        try:
-            old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, limit)
-            return _encode_file(path, tokenizer)
-        finally:
-            _alarm_armed = False  # first: from here on a late alarm is a no-op
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _FileTimeout:  # raised outside the reader's own handler (e.g. as the file finished)
-        return _Encoded(path, "", error=_too_slow())
-    finally:
-        signal.signal(signal.SIGALRM, old_handler)
-        if old_delay > 0:  # someone else's timer was pending: give it back what is left of it
-            left = max(old_delay - (time.monotonic() - t0), 1e-3)
-            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
-
-
-def _encode_in_thread(path: str, tokenizer: Tokenizer, limit: float) -> _Encoded:
-    done: list[_Encoded] = []
-    helper = threading.Thread(
-        target=lambda: done.append(_encode_file(path, tokenizer)), name="composer-encode", daemon=True
-    )
-    helper.start()
-    helper.join(limit)
-    if done:
-        return done[0]
-    if helper.is_alive():
-        return _Encoded(path, "", error=_too_slow())
-    return _Encoded(path, "", error="unexpected failure while encoding")
-
-
-def _encode_file(path: str, tokenizer: Tokenizer) -> _Encoded:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return _Encoded(path, "", error=f"cannot read: {e.strerror or e}")
-    sha = hashlib.sha256(data).hexdigest()
-    if sha in _worker_known:
-        return _Encoded(path, sha, cached=True)
-    try:
-        score, report = parse_midi_bytes(data)
-        if score.note_count == 0:
-            raise MidiReadError("no notes")
-        ids, stats = tokenizer.encode(score)
-        if stats.notes_encoded == 0:
-            raise MidiReadError(f"no notes in the encodable range ({stats.lost()})")
-    except ComposerError as e:
-        return _Encoded(path, sha, error=str(e))
-    except _FileTimeout:
-        return _Encoded(path, sha, error=_too_slow())
-    except MemoryError:
-        return _Encoded(path, sha, error="too large to encode in memory")
-    except Exception as e:  # a bug of ours on a weird file must not cost the other files
-        return _Encoded(path, sha, error=f"unexpected {type(e).__name__}: {e}")
-    pitched = [n.pitch for inst in score.instruments if not inst.is_drum for n in inst.notes]
-    lost = {**stats.lost(), **report.problems()}
-    return _Encoded(
-        path,
-        sha,
-        ids=ids,
-        notes=stats.notes_encoded,
-        seconds=score.duration_seconds,
-        pitch_min=min(pitched) if pitched else None,
-        pitch_max=max(pitched) if pitched else None,
-        programs=tuple(sorted({DRUMS if i.is_drum else i.program for i in score.instruments})),
-        lost=lost,
-    )
-
-
-def _work(path: str) -> _Encoded:
+def _work(path: str) -> EncodedFile:
     assert _worker_tokenizer is not None
     return encode_file(path, _worker_tokenizer)
 
@@ -389,7 +274,7 @@ def build_corpus(
     workers: int | None = None,
     val_fraction: float = 0.1,
     strict: bool = False,
-    progress: Callable[[Iterator[_Encoded], int], Iterator[_Encoded]] | None = None,
+    progress: Callable[[Iterator[EncodedFile], int], Iterator[EncodedFile]] | None = None,
 ) -> BuildResult:
     """Encode every MIDI file under ``sources`` into a corpus at ``out_dir``; see the module docstring.
 
@@ -398,7 +283,7 @@ def build_corpus(
     ``progress`` wraps the result iterator (e.g. a tqdm bar) given the file count.
     """
     t0 = time.perf_counter()
-    sources = [Path(s) for s in sources]
+    source_paths = [Path(s) for s in sources]
     out = Path(out_dir)
     if not 0.0 <= val_fraction < 1.0:
         raise CorpusError(f"val fraction must be in [0, 1), got {val_fraction}")
@@ -409,14 +294,14 @@ def build_corpus(
         config = old_config or TokenizerConfig()
         if encoding is not None and encoding != config.encoding:
             config = TokenizerConfig(encoding=encoding)
-    paths = find_midi_files(sources)
+    paths = find_midi_files(source_paths)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CorpusError(f"{out}: cannot create corpus folder: {describe_os_error(e)}") from None
     with folder_lock(out, "corpus build"):
         return _build_locked(
-            paths, sources, out, config, old_config, workers, val_fraction, strict, progress, t0
+            paths, source_paths, out, config, old_config, workers, val_fraction, strict, progress, t0
         )
 
 
@@ -429,98 +314,27 @@ def _build_locked(
     workers: int | None,
     val_fraction: float,
     strict: bool,
-    progress: Callable[[Iterator[_Encoded], int], Iterator[_Encoded]] | None,
+    progress: Callable[[Iterator[EncodedFile], int], Iterator[EncodedFile]] | None,
     t0: float,
 ) -> BuildResult:
-
-    # what the existing corpus already holds, by content hash (only if the tokenizer is unchanged)
-    old: Corpus | None = None
-    old_by_sha: dict[str, Piece] = {}
-    old_skipped: dict[str, str] = {}
-    if old_config == config:
-        try:
-            old = Corpus.open(out)
-            old_by_sha = {p.sha256: p for p in old.pieces()}
-            # a file refused for its content stays refused; a duplicate is judged afresh each build
-            old_skipped = {
-                s["sha256"]: s["reason"]
-                for s in old.manifest.get("skipped", [])
-                if s.get("sha256") and not s.get("duplicate_of")
-            }
-        except CorpusError:
-            old = None
-    known = frozenset(old_by_sha) | frozenset(old_skipped)
-
-    result = BuildResult(out_dir=out, files_seen=len(paths))
+    previous = _Previous.load(out) if old_config == config else _Previous()
     n_workers = min(workers or os.cpu_count() or 1, max(len(paths), 1))
-    results = _encode_all([str(p) for p in paths], config, known, n_workers)
+    results = _encode_all([str(p) for p in paths], config, previous.known, n_workers)
     if progress is not None:
         results = progress(results, len(paths))
 
-    tmp_name = f".tokens.{os.getpid()}.tmp"
-    tmp_path = out / tmp_name
-    hasher = hashlib.sha256()
-    entries: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    seen_sha: dict[str, str] = {}
-    offset = 0
-    lost: dict[str, int] = {}
+    tmp_path = out / f".tokens.{os.getpid()}.tmp"
+    written = _Written(val_fraction, strict)
     try:
         with open(tmp_path, "wb") as fh:
             for enc in results:
                 if enc.cached:
-                    if enc.sha256 in old_skipped:
-                        enc.error = old_skipped[enc.sha256]
-                    else:
-                        assert old is not None
-                        prev = old_by_sha[enc.sha256]
-                        enc.ids = old.piece_tokens(prev)
-                        enc.notes, enc.seconds = prev.notes, prev.seconds
-                        enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
-                        enc.programs, enc.lost = prev.programs, prev.lost
-                duplicate_of = seen_sha.get(enc.sha256) if enc.error is None else None
-                if duplicate_of is not None:
-                    enc.error = f"duplicate of {duplicate_of}"
-                if enc.error is not None:
-                    if strict:
-                        raise CorpusError(f"{enc.path}: {enc.error}")
-                    entry = {"path": enc.path, "sha256": enc.sha256, "reason": enc.error}
-                    if duplicate_of is not None:
-                        entry["duplicate_of"] = duplicate_of
-                    skipped.append(entry)
-                    continue
-                if enc.cached:
-                    result.reused += 1
-                else:
-                    result.encoded += 1
-                assert enc.ids is not None
-                seen_sha[enc.sha256] = enc.path
-                data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
-                fh.write(data)
-                hasher.update(data)
-                entries.append(
-                    {
-                        "path": enc.path,
-                        "sha256": enc.sha256,
-                        "offset": offset,
-                        "length": len(enc.ids),
-                        "notes": enc.notes,
-                        "seconds": round(enc.seconds, 3),
-                        "split": split_of(enc.sha256, val_fraction),
-                        "pitch_min": enc.pitch_min,
-                        "pitch_max": enc.pitch_max,
-                        "programs": list(enc.programs),
-                        "lost": enc.lost,
-                    }
-                )
-                offset += len(enc.ids)
-                for k, v in enc.lost.items():
-                    lost[k] = lost.get(k, 0) + v
+                    previous.fill(enc)
+                written.add(enc, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _ensure_val(entries, val_fraction)
-        digest = hasher.hexdigest()
-        tokens_file = f"tokens-{digest[:16]}.bin"
+        _ensure_val(written.entries, val_fraction)
+        tokens_file = f"tokens-{written.hasher.hexdigest()[:16]}.bin"
         os.replace(tmp_path, out / tokens_file)
     except OSError as e:
         raise CorpusError(
@@ -529,38 +343,151 @@ def _build_locked(
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _write_manifest(out, config, tokens_file, written, val_fraction, sources)
+    return written.result(out, len(paths), time.perf_counter() - t0)
 
+
+@dataclass
+class _Previous:
+    """What the corpus already in the folder holds, by content hash (when the tokenizer is unchanged)."""
+
+    corpus: Corpus | None = None
+    by_sha: dict[str, Piece] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> _Previous:
+        try:
+            old = Corpus.open(out)
+        except CorpusError:
+            return cls()
+        # a file refused for its content stays refused; a duplicate is judged afresh each build
+        skipped = {
+            s["sha256"]: s["reason"]
+            for s in old.manifest.get("skipped", [])
+            if s.get("sha256") and not s.get("duplicate_of")
+        }
+        return cls(old, {p.sha256: p for p in old.pieces()}, skipped)
+
+    @property
+    def known(self) -> frozenset[str]:
+        return frozenset(self.by_sha) | frozenset(self.skipped)
+
+    def fill(self, enc: EncodedFile) -> None:
+        """A file the corpus already holds: its reason for being skipped, or its tokens and facts."""
+        if enc.sha256 in self.skipped:
+            enc.error = self.skipped[enc.sha256]
+            return
+        assert self.corpus is not None
+        prev = self.by_sha[enc.sha256]
+        enc.ids = self.corpus.piece_tokens(prev)
+        enc.notes, enc.seconds = prev.notes, prev.seconds
+        enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
+        enc.programs, enc.lost = prev.programs, prev.lost
+
+
+class _Written:
+    """The new token file as it is written: manifest entries, skipped files and the totals."""
+
+    def __init__(self, val_fraction: float, strict: bool) -> None:
+        self.val_fraction = val_fraction
+        self.strict = strict
+        self.hasher = hashlib.sha256()
+        self.entries: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.seen_sha: dict[str, str] = {}
+        self.offset = 0
+        self.lost: dict[str, int] = {}
+        self.encoded = self.reused = 0
+
+    def add(self, enc: EncodedFile, fh: BinaryIO) -> None:
+        """One file: its tokens appended to ``fh`` and its manifest entry, or its reason for being skipped."""
+        duplicate_of = self.seen_sha.get(enc.sha256) if enc.error is None else None
+        if duplicate_of is not None:
+            enc.error = f"duplicate of {duplicate_of}"
+        if enc.error is not None:
+            if self.strict:
+                raise CorpusError(f"{enc.path}: {enc.error}")
+            entry = {"path": enc.path, "sha256": enc.sha256, "reason": enc.error}
+            if duplicate_of is not None:
+                entry["duplicate_of"] = duplicate_of
+            self.skipped.append(entry)
+            return
+        if enc.cached:
+            self.reused += 1
+        else:
+            self.encoded += 1
+        assert enc.ids is not None
+        self.seen_sha[enc.sha256] = enc.path
+        data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
+        fh.write(data)
+        self.hasher.update(data)
+        self.entries.append(
+            {
+                "path": enc.path,
+                "sha256": enc.sha256,
+                "offset": self.offset,
+                "length": len(enc.ids),
+                "notes": enc.notes,
+                "seconds": round(enc.seconds, 3),
+                "split": split_of(enc.sha256, self.val_fraction),
+                "pitch_min": enc.pitch_min,
+                "pitch_max": enc.pitch_max,
+                "programs": list(enc.programs),
+                "lost": enc.lost,
+            }
+        )
+        self.offset += len(enc.ids)
+        for k, v in enc.lost.items():
+            self.lost[k] = self.lost.get(k, 0) + v
+
+    def result(self, out: Path, files_seen: int, elapsed_s: float) -> BuildResult:
+        return BuildResult(
+            out_dir=out,
+            files_seen=files_seen,
+            encoded=self.encoded,
+            reused=self.reused,
+            skipped=[(s["path"], s["reason"]) for s in self.skipped],
+            pieces=len(self.entries),
+            tokens=self.offset,
+            notes=sum(e["notes"] for e in self.entries),
+            seconds=sum(e["seconds"] for e in self.entries),
+            lost=self.lost,
+            elapsed_s=elapsed_s,
+        )
+
+
+def _write_manifest(
+    out: Path,
+    config: TokenizerConfig,
+    tokens_file: str,
+    written: _Written,
+    val_fraction: float,
+    sources: list[Path],
+) -> None:
+    """The manifest, tokenizer config and skipped list of the new token file; the old token file removed."""
     content_fingerprint = hashlib.sha256(
-        (digest + json.dumps(config.to_dict(), sort_keys=True)).encode()
+        (written.hasher.hexdigest() + json.dumps(config.to_dict(), sort_keys=True)).encode()
     ).hexdigest()[:16]
     manifest = {
         "format_version": MANIFEST_VERSION,
         "tokenizer": config.to_dict(),
         "tokens_file": tokens_file,
-        "total_tokens": offset,
-        "fingerprint": split_fingerprint(content_fingerprint, [e["split"] for e in entries]),
+        "total_tokens": written.offset,
+        "fingerprint": split_fingerprint(content_fingerprint, [e["split"] for e in written.entries]),
         "content_fingerprint": content_fingerprint,
         "val_fraction": val_fraction,
         "sources": [str(s) for s in sources],
-        "files": entries,
-        "skipped": skipped,
+        "files": written.entries,
+        "skipped": written.skipped,
     }
     config.save(out / TOKENIZER)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in skipped))
+    atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in written.skipped))
     # the previous token file is no longer referenced
     for f in out.glob("tokens-*.bin"):
         if f.name != tokens_file:
             f.unlink()
-
-    result.skipped = [(s["path"], s["reason"]) for s in skipped]
-    result.pieces = len(entries)
-    result.tokens = offset
-    result.notes = sum(e["notes"] for e in entries)
-    result.seconds = sum(e["seconds"] for e in entries)
-    result.lost = lost
-    result.elapsed_s = time.perf_counter() - t0
-    return result
 
 
 def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
@@ -571,7 +498,7 @@ def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
 
 def _encode_all(
     paths: list[str], config: TokenizerConfig, known: frozenset[str], workers: int
-) -> Iterator[_Encoded]:
+) -> Iterator[EncodedFile]:
     """Encoded files in path order; in worker processes when workers > 1."""
     if workers <= 1 or len(paths) <= 1:
         global _worker_tokenizer, _worker_known

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 import composer.corpus as corpus_mod
+import composer.corpus_file as corpus_file
 from composer.corpus import Corpus, build_corpus, encode_file, split_of
 from composer.errors import CorpusError
 from composer.midi import read_midi
+from composer.tokenizer import DRUMS
 from tests.midi_factory import (
     SCORES,
     chord_score,
@@ -106,7 +108,12 @@ def test_build_encodes_every_midi_file_recursively_and_round_trips(tmp_path: Pat
     assert s["tokens"] == sum(p.length for p in c.pieces()) == result.tokens == len(c.tokens)
     assert s["skipped"] == 0
     assert s["encoding"] == "beat"
-    assert 128 in s["instruments"]  # the drum kit of the multitrack file
+    assert DRUMS in s["instruments"]  # the drum kit of the multitrack file
+    stats = c.statistics()  # what a checkpoint keeps for generation
+    assert stats["pieces"] == len(sources) and stats["notes"] == total_notes
+    assert stats["programs"] == sorted(s["instruments"])
+    seconds = sum(p.seconds for p in c.pieces("train") + c.pieces("val"))
+    assert stats["notes_per_second"] == pytest.approx(total_notes / seconds)
 
 
 def test_tokens_are_memory_mapped_not_loaded(tmp_path: Path) -> None:
@@ -201,13 +208,13 @@ def test_rebuild_reuses_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fingerprint, tokens = before.fingerprint, np.array(before.tokens)
 
     calls: list[str] = []
-    real = corpus_mod.parse_midi_bytes
+    real = corpus_file.parse_midi_bytes
 
     def counting(data: bytes):  # type: ignore[no-untyped-def]
         calls.append("parse")
         return real(data)
 
-    monkeypatch.setattr(corpus_mod, "parse_midi_bytes", counting)
+    monkeypatch.setattr(corpus_file, "parse_midi_bytes", counting)
     second = build_corpus([src], out, workers=1)
     monkeypatch.undo()
     assert second.reused == n and second.encoded == 0
@@ -514,7 +521,7 @@ def slow_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "src" / "slow.mid"
     path.parent.mkdir()
     write_score(SCORES["single"](), path)
-    real = corpus_mod.parse_midi_bytes
+    real = corpus_file.parse_midi_bytes
 
     def slow(data: bytes):  # type: ignore[no-untyped-def]
         end = time.monotonic() + 3.0
@@ -522,8 +529,8 @@ def slow_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             time.sleep(0.005)
         return real(data)
 
-    monkeypatch.setattr(corpus_mod, "parse_midi_bytes", slow)
-    monkeypatch.setattr(corpus_mod, "FILE_TIME_LIMIT_S", 0.2)
+    monkeypatch.setattr(corpus_file, "parse_midi_bytes", slow)
+    monkeypatch.setattr(corpus_file, "FILE_TIME_LIMIT_S", 0.2)
     return path
 
 
@@ -542,7 +549,7 @@ def test_the_time_limit_holds_in_process_and_puts_back_any_timer(slow_file: Path
         enc = encode_file(slow_file, tok)
         assert enc.error == TOO_SLOW and enc.ids is None and time.monotonic() - t0 < 2.0
         assert 90.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100.0 and not fired  # theirs, still pending
-        assert signal.getsignal(signal.SIGALRM) is not corpus_mod._on_alarm
+        assert signal.getsignal(signal.SIGALRM) is not corpus_file._on_alarm
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, before)
