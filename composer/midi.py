@@ -2,9 +2,11 @@
 
 Reading is a strict, fast Standard MIDI File parser (formats 0, 1 and 2, RIFF/RMID wrappers, running
 status, SMPTE division, unknown chunks skipped as the spec says). It never trusts a length field: a
-truncated track keeps the events read so far and says so in the read report. Writing goes through mido and
-always produces a Type 1 file a DAW opens cleanly: a tempo track, then one named track per instrument
-with its program change, drums on channel 10.
+truncated track keeps the events read so far and says so in the read report. Events at one tick count in
+file order, tracks one after another, as a player merging the tracks plays them: of several tempo changes
+or time signatures at one tick the last is in force. Writing goes through mido and always produces a Type 1
+file a DAW opens cleanly: a tempo track, then one named track per instrument with its program change,
+drums on channel 10, each program on channels of its own while the 15 others last.
 
 Times in the model are integer ticks at ``Score.ticks_per_beat`` ticks per quarter note; the tempo map
 converts them to seconds.
