@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from composer.errors import ConfigError
-from composer.model import LSTMModel
+from composer.model import LSTMModel, State
 from composer.songs import GeneratedSong, check_primer_programs, encode_primer, songs_from_sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,18 +180,23 @@ class Stepper:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.fast = isinstance(model, LSTMModel)
+        self._step = model.step if isinstance(model, LSTMModel) else None
 
-    def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, Any]:
+    @property
+    def fast(self) -> bool:
+        """Whether the model's own one-token step is used."""
+        return self._step is not None
+
+    def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, State]:
         """Run ``tokens`` (T,) once; return the last logits and the state, both repeated ``batch`` times."""
         logits, (h, c) = self.model(tokens.unsqueeze(0), None)
         last = logits[0, -1].float().unsqueeze(0).expand(batch, -1)
         return last, (h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous())
 
-    def __call__(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def __call__(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """``tokens`` (B,) long -> logits (B, V) and the new state."""
-        if self.fast:
-            return self.model.step(tokens, state)  # type: ignore[operator]
+        if self._step is not None:
+            return self._step(tokens, state)
         logits, state = self.model(tokens.unsqueeze(1), state)
         return logits[:, -1], state
 

@@ -22,6 +22,7 @@ from composer.tokenizer.base import (
     MAX_PIECE_BARS,
     PROGRAM_LABELS,
     EncodeStats,
+    NoteArrays,
     TempoSteering,
     Tokenizer,
     lcm_ticks,
@@ -117,44 +118,25 @@ class BeatTokenizer(Tokenizer):
         g_end = round_div(notes.end, res, tpq)
         dur = np.maximum(g_end - g_start, 1)
 
-        # time signatures on the grid; unsupported ones become 4/4, mid-bar ones move to the next bar line
-        ts_changes: list[tuple[int, int]] = [(0, self._default_ts)]
-        for ts in score.time_signatures:
-            idx = self._ts_index.get((ts.numerator, ts.denominator))
-            if idx is None:
-                stats.time_signatures_replaced += 1
-                idx = self._default_ts
-            g = int(round_div(np.array([ts.tick]), res, tpq)[0])
-            if g == ts_changes[-1][0]:
-                ts_changes[-1] = (g, idx)
-            else:
-                ts_changes.append((g, idx))
-
-        # tempo changes on the grid, as bins, only where the bin changes
-        tempos: list[tuple[int, int]] = []
-        given = sorted(score.tempos, key=lambda t: t.tick)
-        if not given or given[0].tick > 0:  # MIDI's tempo is 120 until the first tempo event
-            given.insert(0, TempoChange(0, 120.0))
-        for t in given:
-            if not c.tempo_min * 0.98 <= t.qpm <= c.tempo_max * 1.02:
-                stats.tempos_clamped += 1
-            g = int(round_div(np.array([t.tick]), res, tpq)[0])
-            b = self.tempo_bin(t.qpm)
-            if tempos and tempos[-1][0] == g:
-                tempos[-1] = (g, b)
-            else:
-                tempos.append((g, b))
-        dedup: list[tuple[int, int]] = []
-        for g, b in tempos:
-            if not dedup or dedup[-1][1] != b:
-                dedup.append((g, b))
-        tempos = dedup
-
+        ts_changes = self._time_signature_changes(score, stats)
+        tempos = self._tempo_changes(score, stats)
         last = int(g_start.max()) if len(g_start) else 0
         last = max(last, tempos[-1][0])
         bar_starts, bar_ts = self._bars(ts_changes, last, stats)
 
-        # one sorted event stream: tempo events (kind 0) before notes (kind 1) at a position
+        events = self._events(notes, g_start, dur, tempos, bar_starts)
+        return self._tokens(events, bar_ts.tolist()), stats
+
+    def _events(
+        self,
+        notes: NoteArrays,
+        g_start: np.ndarray,
+        dur: np.ndarray,
+        tempos: list[tuple[int, int]],
+        bar_starts: np.ndarray,
+    ) -> list[list[int]]:
+        """One sorted event stream, tempo events (kind 0) before notes (kind 1) at a position, as columns:
+        bar, position in the bar, kind, program or tempo bin, velocity bin, pitch, duration."""
         order = np.lexsort((dur, notes.pitch, notes.program, g_start))
         ev_g = np.concatenate([np.array([g for g, _ in tempos], np.int64), g_start[order]])
         ev_kind = np.concatenate([np.zeros(len(tempos), np.int64), np.ones(len(order), np.int64)])
@@ -167,31 +149,29 @@ class BeatTokenizer(Tokenizer):
         o2 = np.lexsort((ev_kind, ev_g))
         ev_bar = np.searchsorted(bar_starts, ev_g[o2], side="right") - 1
         ev_pos = ev_g[o2] - bar_starts[ev_bar]
+        columns = (ev_bar, ev_pos, ev_kind[o2], ev_a[o2], ev_v[o2], ev_p[o2], ev_d[o2])
+        return [col.tolist() for col in columns]
 
+    def _tokens(self, events: list[list[int]], bar_ts: list[int]) -> np.ndarray:
+        """Token ids (BOS ... EOS) of the event stream; ``bar_ts``: each bar's time-signature index.
+
+        The encoder's hot loop: one pass over the events with every lookup bound to a local.
+        """
         v = self.vocab
         o_bar, o_pos, o_ts = v.offset(BAR), v.offset(POSITION), v.offset(TIME_SIGNATURE)
         o_tempo, o_prog, o_vel = v.offset(TEMPO), v.offset(PROGRAM), v.offset(VELOCITY)
-        o_pitch, o_dur = v.offset(PITCH) - c.pitch_min, v.offset(DURATION) - 1
+        o_pitch, o_dur = v.offset(PITCH) - self.config.pitch_min, v.offset(DURATION) - 1
         max_dur = self.max_duration
         out = [self.bos_id]
         append = out.append
         bi = -1
         cur_ts = cur_pos = cur_prog = cur_vel = -1
-        bar_ts_l = bar_ts.tolist()
-        for bar, pos, kind, a, vb, p, d in zip(
-            ev_bar.tolist(),
-            ev_pos.tolist(),
-            ev_kind[o2].tolist(),
-            ev_a[o2].tolist(),
-            ev_v[o2].tolist(),
-            ev_p[o2].tolist(),
-            ev_d[o2].tolist(),
-        ):
+        for bar, pos, kind, a, vb, p, d in zip(*events):
             while bi < bar:
                 bi += 1
                 append(o_bar)
-                if bar_ts_l[bi] != cur_ts:
-                    cur_ts = bar_ts_l[bi]
+                if bar_ts[bi] != cur_ts:
+                    cur_ts = bar_ts[bi]
                     append(o_ts + cur_ts)
                 cur_pos = -1
             if pos != cur_pos:
@@ -214,7 +194,47 @@ class BeatTokenizer(Tokenizer):
                     continue
             append(o_dur + d)
         append(self.eos_id)
-        return np.array(out, dtype=np.uint16), stats
+        return np.array(out, dtype=np.uint16)
+
+    def _time_signature_changes(self, score: Score, stats: EncodeStats) -> list[tuple[int, int]]:
+        """(grid position, time-signature index) per change, 4/4 from 0; unsupported ones become 4/4 (the
+        move of a mid-bar one to the next bar line is ``_bars``')."""
+        res, tpq = self.config.beat_resolution, score.ticks_per_beat
+        ts_changes: list[tuple[int, int]] = [(0, self._default_ts)]
+        for ts in score.time_signatures:
+            idx = self._ts_index.get((ts.numerator, ts.denominator))
+            if idx is None:
+                stats.time_signatures_replaced += 1
+                idx = self._default_ts
+            g = int(round_div(np.array([ts.tick]), res, tpq)[0])
+            if g == ts_changes[-1][0]:
+                ts_changes[-1] = (g, idx)
+            else:
+                ts_changes.append((g, idx))
+        return ts_changes
+
+    def _tempo_changes(self, score: Score, stats: EncodeStats) -> list[tuple[int, int]]:
+        """(grid position, tempo bin) per change, only where the bin changes; 120 before the first."""
+        c = self.config
+        res, tpq = c.beat_resolution, score.ticks_per_beat
+        tempos: list[tuple[int, int]] = []
+        given = sorted(score.tempos, key=lambda t: t.tick)
+        if not given or given[0].tick > 0:  # MIDI's tempo is 120 until the first tempo event
+            given.insert(0, TempoChange(0, 120.0))
+        for t in given:
+            if not c.tempo_min * 0.98 <= t.qpm <= c.tempo_max * 1.02:
+                stats.tempos_clamped += 1
+            g = int(round_div(np.array([t.tick]), res, tpq)[0])
+            b = self.tempo_bin(t.qpm)
+            if tempos and tempos[-1][0] == g:
+                tempos[-1] = (g, b)
+            else:
+                tempos.append((g, b))
+        dedup: list[tuple[int, int]] = []
+        for g, b in tempos:
+            if not dedup or dedup[-1][1] != b:
+                dedup.append((g, b))
+        return dedup
 
     def _bars(
         self, ts_changes: list[tuple[int, int]], last: int, stats: EncodeStats
@@ -276,24 +296,12 @@ class BeatTokenizer(Tokenizer):
                 if pos == 0 and seen_bar:
                     ts_now = val
                     bar_len = int(self.bar_steps[val])
-                    sig = TimeSignature(bar_start * factor, *self.time_signatures[val])
-                    if sigs and sigs[-1].tick == sig.tick:
-                        sigs[-1] = sig
-                    elif not sigs or (sigs[-1].numerator, sigs[-1].denominator) != (
-                        sig.numerator,
-                        sig.denominator,
-                    ):
-                        sigs.append(sig)
+                    _set_time_signature(sigs, TimeSignature(bar_start * factor, *self.time_signatures[val]))
             elif kind == POSITION:
                 pos = val
                 pitch = None
             elif kind == TEMPO:
-                tick = max(bar_start, 0) * factor + pos * factor
-                t = TempoChange(tick, self.tempo_of_bin(val))
-                if tempos and tempos[-1].tick == tick:
-                    tempos[-1] = t
-                else:
-                    tempos.append(t)
+                _set_tempo(tempos, TempoChange((max(bar_start, 0) + pos) * factor, self.tempo_of_bin(val)))
             elif kind == PROGRAM:
                 prog = val
             elif kind == VELOCITY:
@@ -302,19 +310,41 @@ class BeatTokenizer(Tokenizer):
                 pitch = val
             elif kind == "EOS":
                 break
-        score = Score(ticks_per_beat=tpq)
-        score.tempos = tempos or [TempoChange(0, 120.0)]
-        if score.tempos[0].tick != 0:
-            score.tempos.insert(0, TempoChange(0, score.tempos[0].qpm))
-        score.time_signatures = sigs or [TimeSignature(0, 4, 4)]
-        for p in sorted(by_prog):
-            drum = p == DRUMS
-            score.instruments.append(
-                Instrument(
-                    program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=by_prog[p]
-                )
-            )
-        return score
+        return _decoded_score(tpq, tempos, sigs, by_prog)
+
+
+def _set_time_signature(sigs: list[TimeSignature], sig: TimeSignature) -> None:
+    """A time signature at a bar line: it replaces one at the same tick, and is kept only if it changes."""
+    if sigs and sigs[-1].tick == sig.tick:
+        sigs[-1] = sig
+    elif not sigs or (sigs[-1].numerator, sigs[-1].denominator) != (sig.numerator, sig.denominator):
+        sigs.append(sig)
+
+
+def _set_tempo(tempos: list[TempoChange], t: TempoChange) -> None:
+    """A tempo change: it replaces one at the same tick."""
+    if tempos and tempos[-1].tick == t.tick:
+        tempos[-1] = t
+    else:
+        tempos.append(t)
+
+
+def _decoded_score(
+    tpq: int, tempos: list[TempoChange], sigs: list[TimeSignature], by_prog: dict[int, list[Note]]
+) -> Score:
+    """The decoded Score: a tempo from tick 0 (120 without any), 4/4 without a time signature, one
+    instrument per program (drums as DRUMS), in program order."""
+    score = Score(ticks_per_beat=tpq)
+    score.tempos = tempos or [TempoChange(0, 120.0)]
+    if score.tempos[0].tick != 0:
+        score.tempos.insert(0, TempoChange(0, score.tempos[0].qpm))
+    score.time_signatures = sigs or [TimeSignature(0, 4, 4)]
+    for p in sorted(by_prog):
+        drum = p == DRUMS
+        score.instruments.append(
+            Instrument(program=0 if drum else p, is_drum=drum, name=program_name(p, drum), notes=by_prog[p])
+        )
+    return score
 
 
 def _unique_labels(values: np.ndarray) -> list[str]:
