@@ -31,7 +31,7 @@ import numpy as np
 
 from composer.errors import ComposerError, CorpusError, MidiReadError
 from composer.longrange import DEFAULT_DISTANCES, MAX_TARGETS, long_range
-from composer.midi import Score
+from composer.midi import MIDI_SUFFIXES, Score
 from composer.nll import piece_nlls
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,12 +99,12 @@ def open_matching_corpus(path: str | os.PathLike[str], tokenizer: Tokenizer) -> 
 
 def load_midi_data(path: Path, tokenizer: Tokenizer) -> EvalData:
     """Encode every MIDI file under ``path``; unreadable files are listed in ``failed``, not fatal."""
-    from composer.corpus import find_midi_files
+    from composer.corpus_file import find_midi_files
     from composer.midi import read_midi
 
     files = find_midi_files([path])
     if not files:
-        raise ComposerError(f"{path}: no MIDI files (.mid, .midi, .kar, .smf, .rmi) to evaluate on")
+        raise ComposerError(f"{path}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) to evaluate on")
     names: list[str] = []
     pieces: list[np.ndarray] = []
     scores: list[Score] = []
@@ -272,7 +272,7 @@ class SampleSet:
 
 def read_samples(folder: str | os.PathLike[str]) -> SampleSet:
     """Generated songs from a folder (``composer generate`` output: ``song_NNN.mid`` + ``.json``)."""
-    from composer.corpus import find_midi_files
+    from composer.corpus_file import find_midi_files
     from composer.midi import read_midi
 
     path = Path(folder)

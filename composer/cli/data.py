@@ -39,14 +39,16 @@ def encode(inputs: tuple[Path, ...], out_dir: Path, encoding: str, force: bool) 
 
     Example: composer encode song.mid more_songs/ -o tokens/
     """
-    from composer.corpus import encode_file, find_midi_files
+    from composer.corpus import encode_file
+    from composer.corpus_file import find_midi_files
+    from composer.midi import MIDI_SUFFIXES
     from composer.tokenizer import TokenizerConfig, tokenizer_from_config
 
     tok = tokenizer_from_config(TokenizerConfig(encoding=encoding))
     files = find_midi_files(inputs)
     if not files:
         raise click.ClickException(
-            f"no MIDI files (.mid, .midi, .kar, .smf, .rmi) in {', '.join(map(str, inputs))}"
+            f"no MIDI files ({', '.join(MIDI_SUFFIXES)}) in {', '.join(map(str, inputs))}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     done = failed = 0
