@@ -207,7 +207,7 @@ def _parse_musicxml_voices(source: Path) -> stream.Score:
 
 def chorale_to_score(source: Path) -> Score:
     """Parse one chorale with music21 and convert it to the project's note model."""
-    from music21 import converter, meter, stream, tempo
+    from music21 import converter, stream
 
     parsed: stream.Score | stream.Part | stream.Opus
     with warnings.catch_warnings():
@@ -243,6 +243,13 @@ def chorale_to_score(source: Path) -> Score:
         raise ValueError("the score has no pitched notes")
 
     assert ref_flat is not None
+    _add_global_marks(score, ref_flat, shift)
+    return score
+
+
+def _add_global_marks(score: Score, ref_flat: stream.Stream, shift: Fraction) -> None:
+    """The tempo map and time signatures of the reference part, from tick 0 (80 qpm and 4/4 without)."""
+    from music21 import meter, tempo
 
     def at(offset: Fraction | float) -> int:  # global marks at the very start belong to tick 0
         return 0 if offset == 0 else _tick(offset, shift)
@@ -271,7 +278,6 @@ def chorale_to_score(source: Path) -> Score:
     if not score.time_signatures or score.time_signatures[0].tick != 0:
         first = score.time_signatures[0] if score.time_signatures else TimeSignature(0, 4, 4)
         score.time_signatures.insert(0, TimeSignature(0, first.numerator, first.denominator))
-    return score
 
 
 def _export_one(job: tuple[str, str]) -> tuple[str, str | None]:
@@ -316,6 +322,22 @@ def _run_pool(
     return []
 
 
+def _pending(sources: list[Path], targets: list[Path]) -> tuple[set[Path], list[tuple[str, str]]]:
+    """(the targets already written, (source, target) jobs for the others)."""
+    done_ok: set[Path] = set()
+    jobs: list[tuple[str, str]] = []
+    for s, t in zip(sources, targets, strict=True):
+        try:
+            present = t.is_file() and t.stat().st_size > 0
+        except OSError:
+            present = False
+        if present:
+            done_ok.add(t)
+        else:
+            jobs.append((str(s), str(t)))
+    return done_ok, jobs
+
+
 def export_chorales(
     out_dir: Path,
     workers: int | None = None,
@@ -341,18 +363,7 @@ def export_chorales(
 
     total = len(sources)
     targets = [out_dir / midi_name(s) for s in sources]
-    done_ok: set[Path] = set()
-    jobs: list[tuple[str, str]] = []
-    for s, t in zip(sources, targets, strict=True):
-        try:
-            present = t.is_file() and t.stat().st_size > 0
-        except OSError:
-            present = False
-        if present:
-            done_ok.add(t)
-        else:
-            jobs.append((str(s), str(t)))
-
+    done_ok, jobs = _pending(sources, targets)
     done = len(done_ok)
     if progress is not None and done:
         progress(done, total)
