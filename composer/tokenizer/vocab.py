@@ -120,4 +120,3 @@ class Vocabulary:
             o = self._offset[kind]
             m[o : o + self._range[kind].size] = True
         return m
-
