@@ -200,7 +200,7 @@ def main() -> None:
         _child_main(args)
         return
 
-    from composer.corpus import find_midi_files
+    from composer.corpus_file import find_midi_files
 
     folder = ensure_folder(args.folder)
     files = find_midi_files([folder])[: args.limit]

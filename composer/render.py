@@ -36,7 +36,7 @@ INSTALL_HINT = (
     "install FluidSynth with a General MIDI soundfont (apt-get install fluidsynth fluid-soundfont-gm) "
     "or TiMidity++ (apt-get install timidity)"
 )
-#: A render taking longer than this is stopped (a few hours of music renders in well under a minute).
+#: A render taking longer than this (seconds) is stopped as hung.
 TIMEOUT_S = 1800
 
 

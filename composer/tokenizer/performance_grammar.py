@@ -20,7 +20,7 @@ from composer.tokenizer.vocab import Vocabulary
 
 #: MIDI pitches 0..127: a note's (program, pitch) key is ``program * PITCHES + pitch``.
 PITCHES = 128
-#: At most this many notes sound at once in a sampled performance (real music rarely has more than 20).
+#: At most this many notes sound at once in a sampled performance (far more than real music holds).
 MAX_SAMPLED_POLYPHONY = 64
 
 
