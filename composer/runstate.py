@@ -193,22 +193,14 @@ def existing_run(
 
 def corpus_meta(corpus: Corpus) -> dict[str, Any]:
     """What a checkpoint remembers of its corpus: where it was, its fingerprints (``same_data`` checks
-    them on resume), its size, and the programs and note density that generation reads."""
-    pieces = corpus.pieces("train") + corpus.pieces("val")
-    meta: dict[str, Any] = {
+    them on resume) and ``Corpus.statistics()`` (generation reads its programs and note density)."""
+    return {
         "path": str(corpus.path),
         "fingerprint": corpus.fingerprint,
         "content_fingerprint": corpus.content_fingerprint,
         "val_fraction": corpus.val_fraction,
-        "pieces": len(pieces),
-        "notes": sum(int(p.notes) for p in pieces),
+        **corpus.statistics(),
     }
-    if pieces:
-        meta["programs"] = sorted({int(x) for p in pieces for x in p.programs})
-    seconds = sum(float(p.seconds) for p in pieces)
-    if seconds > 0:
-        meta["notes_per_second"] = meta["notes"] / seconds
-    return meta
 
 
 def run_meta(
