@@ -864,11 +864,3 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
     res = runner.invoke(main, ["info", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no such checkpoint" in res.output
 
-
-def test_cli_defaults_match_train_config() -> None:
-    from composer.cli import _TRAIN_OPTIONS, train_command
-
-    defaults = TrainConfig()
-    for param in train_command.params:
-        if param.name in _TRAIN_OPTIONS and param.name != "max_minutes":
-            assert param.default == getattr(defaults, _TRAIN_OPTIONS[param.name]), param.name
