@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return diff < 1e-2, f"per-token NLL on the GPU vs the CPU: max difference {diff:.2e} nats"
 
     def generate_on_gpu() -> tuple[bool, str]:
-        a = generate(tmp / "gpu", 2, Length(bars=4), seed=3, device=dev.type)
-        b = generate(tmp / "gpu", 2, Length(bars=4), seed=3, device=dev.type)
+        a = generate(tmp / "gpu", 2, length=Length(bars=4), seed=3, device=dev.type)
+        b = generate(tmp / "gpu", 2, length=Length(bars=4), seed=3, device=dev.type)
         same = all(list(x.ids) == list(y.ids) for x, y in zip(a, b, strict=True))
         return same and all(
             s.notes > 0 for s in a

@@ -102,7 +102,7 @@ def test_autocast_with_loss_scaling_learns_resumes_exactly_and_its_checkpoint_ge
     assert rest.val_loss == pytest.approx(full.val_loss, rel=1e-5)
 
     # a model trained under autocast samples in float32 like any other
-    songs = generate(ck, 2, Length(bars=2), seed=1)
+    songs = generate(ck, 2, length=Length(bars=2), seed=1)
     assert len(songs) == 2 and all(s.notes > 0 for s in songs)
 
 
