@@ -31,9 +31,11 @@ from composer.configs import check_range, known_fields
 #: Targets scored per block when scoring a piece (bounds memory at block x (block + size) floats).
 BLOCK = 512
 #: Search grids for ``fit_cache``. theta scales a dot product of two tanh-bounded hidden vectors.
-THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
+THETAS = (0.03, 0.1, 0.3, 1.0)
 LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
-SIZES = (256, 1024, 2048, 4096)
+SIZES = (512, 2048, 4096)
+#: Validation targets ``fit_on_pieces`` scores at most (its cost grows with targets x max(SIZES)).
+FIT_TOKENS = 50_000
 MAX_SIZE = 1 << 16
 
 
@@ -120,12 +122,44 @@ def cached_nlls(
     return (-mix(lpm, lpc, config.lam)).numpy()
 
 
+def _log_cache_grid(
+    hidden: torch.Tensor,
+    nxt: torch.Tensor,
+    thetas: tuple[float, ...],
+    sizes: tuple[int, ...],
+    block: int = BLOCK,
+) -> dict[tuple[float, int], torch.Tensor]:
+    """``_log_cache`` for every (theta, size) at once: the dot products are computed once per block."""
+    T = hidden.shape[0]
+    big = max(sizes)
+    out = {(th, n): torch.empty(T, dtype=torch.float64) for th in thetas for n in sizes}
+    neg = torch.tensor(-math.inf)
+    for s in range(0, T, block):
+        e = min(s + block, T)
+        k0 = max(0, s - big)
+        dots = hidden[s:e] @ hidden[k0:e].T  # (targets, keys), float32
+        lag = torch.arange(s, e)[:, None] - torch.arange(k0, e)[None, :]  # t - i
+        match = nxt[k0:e][None, :] == nxt[s:e][:, None]
+        for n in sizes:
+            valid = (lag >= 1) & (lag <= n)
+            hit = valid & match
+            for th in thetas:
+                sc = th * dots
+                lse_all = torch.logsumexp(torch.where(valid, sc, neg), dim=1)
+                lse_hit = torch.logsumexp(torch.where(hit, sc, neg), dim=1)
+                out[(th, n)][s:e] = (lse_hit - lse_all).double()
+    return out
+
+
 @dataclass
 class CacheFit:
     config: CacheConfig
     nll_model: float  # nats/token without the cache on the fitting targets
     nll_cache: float  # with the fitted cache
     targets: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nll_model": self.nll_model, "nll_cache": self.nll_cache, "targets": self.targets}
 
 
 def fit_cache(
@@ -142,22 +176,44 @@ def fit_cache(
     lams = sorted({0.0, *lambdas})
     total = sum(len(p[0]) for p in pieces)
     base = float(sum(-np.sum(p[0]) for p in pieces))
-    best = (base, CacheConfig(lam=0.0, size=max(sizes), theta=thetas[0]))
-    for size in sizes:
-        for theta in thetas:
-            lpcs = [
-                (torch.as_tensor(np.asarray(lp), dtype=torch.float64),
-                 _log_cache(h.float().cpu(), torch.as_tensor(np.asarray(tk)[1:], dtype=torch.long),
-                            theta, size))
-                for lp, h, tk in pieces
-            ]
-            for lam in lams:
-                if lam == 0.0:
-                    continue
-                nll = float(sum(-mix(lpm, lpc, lam).sum() for lpm, lpc in lpcs))
-                if nll < best[0]:
-                    best = (nll, CacheConfig(theta=theta, lam=lam, size=size))
-    return CacheFit(best[1], base / max(total, 1), best[0] / max(total, 1), total)
+    sums: dict[tuple[float, int, float], float] = {}
+    for lp, h, tk in pieces:
+        if len(lp) == 0:
+            continue
+        lpm = torch.as_tensor(np.asarray(lp), dtype=torch.float64)
+        nxt = torch.as_tensor(np.asarray(tk)[1:], dtype=torch.long)
+        grid = _log_cache_grid(h.float().cpu(), nxt, thetas, sizes)
+        for (th, n), lpc in grid.items():
+            for lam in lams[1:]:
+                key = (th, n, lam)
+                sums[key] = sums.get(key, 0.0) + float(-mix(lpm, lpc, lam).sum())
+    best_nll, best = base, CacheConfig(lam=0.0, size=max(sizes), theta=thetas[0])
+    for (th, n, lam), nll in sorted(sums.items()):
+        if nll < best_nll:
+            best_nll, best = nll, CacheConfig(theta=th, lam=lam, size=n)
+    return CacheFit(best, base / max(total, 1), best_nll / max(total, 1), total)
+
+
+def fit_on_pieces(model: Any, pieces: list[np.ndarray], max_tokens: int = FIT_TOKENS) -> CacheFit:
+    """Score ``pieces`` (token arrays, held out from training) with ``model`` and fit the cache on them,
+    at most ``max_tokens`` targets (whole pieces first, the last one cut)."""
+    was_training = model.training
+    model.eval()
+    scored = []
+    budget = max_tokens
+    try:
+        with torch.inference_mode():
+            for ids in pieces:
+                ids = np.asarray(ids, dtype=np.int64)[: budget + 1]
+                if len(ids) < 2 or budget <= 0:
+                    break
+                lp, h = piece_scores(model, ids)
+                scored.append((lp, h, ids))
+                budget -= len(ids) - 1
+    finally:
+        if was_training:
+            model.train()
+    return fit_cache(scored)
 
 
 class CacheBank:

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from composer.cache import CacheConfig
 from composer.errors import CheckpointError, ComposerError
-from composer.fsutil import describe_os_error
+from composer.fsutil import atomic_write_text, describe_os_error
 from composer.model import LSTMModel, ModelConfig
 
 if TYPE_CHECKING:
@@ -289,6 +290,40 @@ class Checkpoint:
     corpus_path: str | None
     train_config: dict[str, Any]
     meta: dict[str, Any]
+    cache: CacheConfig | None = None  # fitted on the validation split (composer.cache), if it was
+
+
+def cache_from_meta(meta: dict[str, Any], where: Path) -> CacheConfig | None:
+    """The neural cache stored in a checkpoint's metadata, or None (never fitted, or fitted as useless)."""
+    data = meta.get("cache")
+    if data is None:
+        return None
+    try:
+        config = CacheConfig.from_dict(dict(data.get("config", {})))
+    except (ComposerError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"{where}: bad cache config ({e})") from None
+    return config if config.enabled else None
+
+
+def save_cache(path: str | os.PathLike[str], config: CacheConfig, fit: dict[str, Any]) -> list[Path]:
+    """Store a fitted cache in a checkpoint (or in a run folder's ``best/`` and ``last/``); returns the
+    checkpoint.json files rewritten. Only the JSON changes (atomically); the tensor files and their hashes
+    stay as they are."""
+    p = Path(path)
+    folders = [p / name for name in (BEST, LAST) if (p / name / META_FILE).is_file()] or [
+        resolve_checkpoint(p)
+    ]
+    written = []
+    for folder in folders:
+        mfile = folder / META_FILE
+        try:
+            meta = json.loads(mfile.read_text(encoding="utf-8"))
+            meta["cache"] = {"config": config.to_dict(), "fit": fit}
+            atomic_write_text(mfile, json.dumps(meta, indent=1, sort_keys=False) + "\n")
+        except OSError as e:
+            raise CheckpointError(f"{mfile}: {describe_os_error(e)}") from None
+        written.append(mfile)
+    return written
 
 
 def build_tokenizer(meta: dict[str, Any], where: Path) -> Tokenizer:
@@ -355,6 +390,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         corpus_path=corpus.get("path"),
         train_config=dict(raw.meta.get("train_config") or {}),
         meta=raw.meta,
+        cache=cache_from_meta(raw.meta, raw.path / META_FILE),
     )
 
 
@@ -380,4 +416,5 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "train_config": meta.get("train_config"),
         "created": meta.get("created"),
         "composer_version": meta.get("composer_version"),
+        "cache": meta.get("cache"),
     }

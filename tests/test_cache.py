@@ -121,3 +121,16 @@ def test_piece_scores_and_windows_agree_with_whole_piece_scoring() -> None:
         cut = window_nlls(model, np.stack([tokens[t - 20 : t] for t in ts]), tokens[ts], cfg)
         plain = window_nlls(model, np.stack([tokens[t - 20 : t] for t in ts]), tokens[ts], None)
         assert np.all(np.isfinite(cut)) and not np.allclose(cut, plain)
+
+
+def test_fit_grid_equals_one_cache_at_a_time() -> None:
+    from composer.cache import _log_cache, _log_cache_grid
+
+    model = _model()
+    tokens = np.concatenate([[1], np.tile(np.random.default_rng(7).integers(3, 40, 60), 12)])
+    _, hidden = _score(model, tokens)
+    nxt = torch.as_tensor(tokens[1:], dtype=torch.long)
+    grid = _log_cache_grid(hidden, nxt, (1.0, 20.0), (50, 300), block=128)
+    for (th, n), got in grid.items():
+        want = _log_cache(hidden, nxt, th, n, block=97)
+        assert torch.allclose(got, want, atol=1e-4, equal_nan=True)
