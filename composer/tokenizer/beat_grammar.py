@@ -67,7 +67,6 @@ class BeatGrammar(Grammar[BeatRow]):
         self.tempo_values = tempo_values
         self.m_ts = self._mask("TIME_SIGNATURE")
         self.m_tempo = self._mask("TEMPO")
-        self.m_dur = self._mask("DURATION")
 
     def close_costs(self) -> np.ndarray:
         cost = super().close_costs()

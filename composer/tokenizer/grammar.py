@@ -79,8 +79,6 @@ class Grammar(ABC, Generic[R]):
         self.eos_id = vocab.encode_event(EOS)
         self.pad_only = self._mask()
         self.pad_only[self.pad_id] = True
-        self.eos_only = self._mask()
-        self.eos_only[self.eos_id] = True
 
     def _mask(self, *kinds: str) -> np.ndarray:
         return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
