@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from composer.cache import CacheConfig
+from composer.cache import CacheConfig, CacheFit, fit_on_pieces
 from composer.errors import CheckpointError, ComposerError
 from composer.fsutil import atomic_write_text, describe_os_error
 from composer.model import LSTMModel, ModelConfig
@@ -392,6 +393,27 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
         meta=raw.meta,
         cache=cache_from_meta(raw.meta, raw.path / META_FILE),
     )
+
+
+def fit_checkpoint_cache(
+    path: str | os.PathLike[str], pieces: list[np.ndarray], say: Callable[[str], None] | None = None
+) -> CacheFit | None:
+    """Fit the neural cache of the checkpoint at ``path`` on held-out ``pieces`` and store it there."""
+    if not pieces:
+        return None
+    ckpt = load_checkpoint(path)
+    if say is not None:
+        say("fitting the neural cache on the validation split")
+    fit = fit_on_pieces(ckpt.model, pieces)
+    save_cache(ckpt.path, fit.config, fit.to_dict())
+    if say is not None:
+        c = fit.config
+        verdict = (
+            f"theta {c.theta:g}, lambda {c.lam:g}, size {c.size}" if c.enabled else "no gain, left off"
+        )
+        nll = f"{fit.nll_model:.4f} -> {fit.nll_cache:.4f} nats/token on {fit.targets:,} tokens"
+        say(f"cache: {verdict} ({nll})")
+    return fit
 
 
 def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:

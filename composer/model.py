@@ -197,3 +197,10 @@ def reset_rows(state: State, keep: torch.Tensor) -> State:
     """Zero the rows of ``state`` where ``keep`` (shape (batch,), bool or 0/1) is false."""
     k = keep.to(state[0].dtype).view(1, -1, 1)  # (B,) -> (1, B, 1), broadcast over layers and units
     return state[0] * k, state[1] * k
+
+
+def cell_excess(c: torch.Tensor, limit: float) -> torch.Tensor:
+    """Mean squared excess of cell values beyond ``+-limit`` (0 when every cell is inside): the training
+    loss adds it, weighted, so that cells stay bounded over pieces of any length."""
+    return F.relu(c.float().abs() - limit).pow(2).mean()
+

@@ -47,7 +47,16 @@ import torch
 from torch import nn
 
 from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
-from composer.checkpoint import BEST, LAST, METRICS_FILE, PLOT_FILE, RawCheckpoint, find_last, model_from_raw
+from composer.checkpoint import (
+    BEST,
+    LAST,
+    METRICS_FILE,
+    PLOT_FILE,
+    RawCheckpoint,
+    find_last,
+    fit_checkpoint_cache,
+    model_from_raw,
+)
 from composer.corpus import Corpus
 from composer.device import (
     amp_dtype,
@@ -61,7 +70,7 @@ from composer.device import (
 from composer.distributed import DistInfo, all_reduce_sum
 from composer.errors import ComposerError, ConfigError, CorpusError
 from composer.metrics import MetricsLog, Throughput, plot_metrics
-from composer.model import LSTMModel, detach_state, reset_rows
+from composer.model import LSTMModel, cell_excess, detach_state, reset_rows
 from composer.musicstats import FeatureSet, music_stats_summary
 from composer.nll import Validation, validate, window_nll
 from composer.runstate import (
@@ -211,6 +220,8 @@ def train(
 
         if stop_reason == "interrupted":
             say(f"interrupted at step {st.step}; continue with --resume")
+        elif is_main and config.fit_cache and (run_dir / BEST).exists():
+            fit_checkpoint_cache(run_dir / BEST, [corpus.piece_tokens(p) for p in corpus.pieces("val")], say)
         return _result(st, run_dir, is_main, stop_reason, meter)
 
 
@@ -338,6 +349,8 @@ class _Run:
                         self.ddp, inputs, targets, carry, ignore_index=int(self.tok.pad_id), reduction="sum"
                     )
                 loss = nll / denom
+                if config.cell_penalty > 0:  # keeps the carried cells bounded (see TrainConfig)
+                    loss = loss + config.cell_penalty / len(plans) * cell_excess(carry[1], config.cell_limit)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             st.carry = detach_state(carry)  # carried into the next window, without its graph
             nll_sum += nll.detach()

@@ -62,6 +62,11 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 = off
     grad_accum: int = 1  # windows per optimizer step
+    # a penalty on carried cell values beyond +-cell_limit (each window's last state): without it cells
+    # drift into ever larger counters over long pieces and the carried state hurts instead of helping
+    cell_penalty: float = 1e-3  # 0 = off
+    cell_limit: float = 5.0
+    fit_cache: bool = True  # fit the neural cache (composer/cache.py) on the validation split at the end
     # --- stopping
     max_steps: int = 6000
     max_minutes: float | None = None  # wall-clock budget of one invocation
@@ -105,6 +110,10 @@ class TrainConfig:
         check_range("beta2", self.beta2, 0.0, 0.999999, (int, float))
         check_range("grad_clip", self.grad_clip, 0.0, 1e6, (int, float))
         check_range("grad_accum", self.grad_accum, 1, 4096)
+        check_range("cell_penalty", self.cell_penalty, 0.0, 1e3, (int, float))
+        check_range("cell_limit", self.cell_limit, 0.0, 1e6, (int, float))
+        if not isinstance(self.fit_cache, bool):
+            raise ConfigError(f"fit_cache must be true or false, got {self.fit_cache!r}")
         check_range("max_steps", self.max_steps, 1, 1 << 40)
         if self.max_minutes is not None:
             check_range("max_minutes", self.max_minutes, 0.0, 1e7, (int, float))
