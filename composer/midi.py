@@ -540,9 +540,9 @@ def write_midi(score: Score, path: str | os.PathLike[str]) -> WriteReport:
     meta.append(mido.MetaMessage("track_name", name="Tempo", time=0))
     events: list[tuple[int, int, mido.MetaMessage]] = []
     tempos = score.tempos or [TempoChange(0, DEFAULT_QPM)]
-    for t in tempos:
-        mpq = int(round(60_000_000 / min(max(t.qpm, MIN_QPM), MAX_QPM)))
-        events.append((max(0, t.tick), 0, mido.MetaMessage("set_tempo", tempo=min(mpq, 0xFFFFFF), time=0)))
+    for tc in tempos:
+        mpq = int(round(60_000_000 / min(max(tc.qpm, MIN_QPM), MAX_QPM)))
+        events.append((max(0, tc.tick), 0, mido.MetaMessage("set_tempo", tempo=min(mpq, 0xFFFFFF), time=0)))
     for ts in score.time_signatures or [TimeSignature(0, 4, 4)]:
         events.append(
             (
