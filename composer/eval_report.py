@@ -42,6 +42,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines += [""] + _long_range_lines(r["long_range"])
     if r.get("music"):
         lines += [""] + _music_lines(r["music"])
+    if r.get("form"):
+        lines += [""] + _form_lines(r["form"])
     return "\n".join(lines)
 
 
@@ -61,6 +63,9 @@ def _data_lines(r: dict[str, Any]) -> list[str]:
 def _likelihood_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"{'likelihood':<32}{'nats/token':>11}{'nats/note':>11}{'perplexity':>12}"]
     rows = [("LSTM (this checkpoint)", r)]
+    cache = r.get("cache")
+    if cache:
+        rows.append(("LSTM + cache", cache))
     b = r.get("baselines") or {}
     if "ngram" in b:
         rows.append((f"{b['ngram']['order']}-gram (Kneser-Ney)", b["ngram"]))
@@ -77,6 +82,12 @@ def _likelihood_lines(r: dict[str, Any]) -> list[str]:
         )
     elif "skipped" in b:
         lines.append(f"  no baselines: {b['skipped']}")
+    if cache:
+        c = cache["config"]
+        lines.append(
+            f"  cache: theta {c['theta']:g}, lambda {c['lam']:g}, size {c['size']} "
+            "(fitted by composer fit-cache; --no-cache: without it)"
+        )
     return lines
 
 
@@ -88,13 +99,54 @@ def _long_range_lines(lr: dict[str, Any]) -> list[str]:
     ]
     if not n:
         return lines + ["  no piece is that long; try smaller --distances"]
-    lines.append(f"  {'history cut to':<18}{'full NLL':>10}{'reset NLL':>11}{'gain':>10}")
+    cached = lr.get("cache") is not None
+    if cached:
+        lines.append(f"  {'':<17}{' LSTM ':-^31} {' LSTM + cache ':-^31}")
+    head = f"{'full NLL':>10}{'reset NLL':>11}{'gain':>10}"
+    lines.append(f"  {'history cut to':<17}{head}{' ' + head if cached else ''}{'copyable':>10}")
     for bk in lr["buckets"]:
-        lines.append(
-            f"  {str(bk['distance']) + ' tokens':<18}{_f(bk['nll_full']):>10}"
-            f"{_f(bk['nll_reset']):>11}{_f(bk['gain'], '+.4f'):>10}"
-        )
+        row = f"  {str(bk['distance']) + ' tokens':<17}" + _nll_cells(bk)
+        if cached:
+            row += " " + _nll_cells(bk["cache"] or {})
+        lines.append(row + f"{_f(bk.get('copyable'), '.1%'):>10}")
     lines.append("  gain = reset - full, nats/token; > 0: the model uses context older than that")
+    lines.append(
+        "  copyable = share of the targets that copying predicts: the token after the latest earlier "
+        "occurrence of"
+    )
+    lines.append(
+        f"  the same {lr.get('copy_context', '')} tokens, ending at least that far back "
+        "(what copying old material could give)"
+    )
+    return lines
+
+
+def _nll_cells(x: dict[str, Any]) -> str:
+    return f"{_f(x.get('nll_full')):>10}{_f(x.get('nll_reset')):>11}{_f(x.get('gain'), '+.4f'):>10}"
+
+
+def _form_lines(f: dict[str, Any]) -> list[str]:
+    s, ref = f["samples"], f["reference"]
+    lines = [
+        f"form: samples vs reference (bars; a repeat is a bar equal to one >= {f['min_lag']} bars earlier)",
+        f"  {'':<38}{'samples':>10}{'reference':>11}",
+    ]
+
+    def row(name: str, a: object, b: object, spec: str = ".1%") -> None:
+        lines.append(f"  {name:<38}{_f(a, spec):>10}{_f(b, spec):>11}")
+
+    row("repeated bars, exact", s["exact"], ref["exact"])
+    row("repeated bars, up to transposition", s["transposed"], ref["transposed"])
+    for lag in f["lags"]:
+        k = lag - 1
+        a = s["profile"][k] if k < len(s["profile"]) else None
+        b = ref["profile"][k] if k < len(ref["profile"]) else None
+        row(f"same as the bar {lag} before", a, b)
+    loops = "loops (one or two bars over and over)"
+    lines.append(
+        f"  {loops:<38}{str(s['loops']) + ' of ' + str(s['pieces']):>10}"
+        f"{str(ref['loops']) + ' of ' + str(ref['pieces']):>11}"
+    )
     return lines
 
 
@@ -116,10 +168,10 @@ def _music_lines(m: dict[str, Any]) -> list[str]:
     ds, dr = m["degenerate"]["samples"], m["degenerate"]["reference"]
     lines.append(
         f"  degenerate samples: {ds['degenerate']} of {ds['pieces']} "
-        f"(silence > {SILENCE_S:g} s {ds['silence']}, one pitch > {ONE_PITCH_SHARE:.0%} {ds['one_pitch']}, "
-        f"cut by the length limit {ds['cut']}, "
-        f"no notes {ds['no_notes']}); reference {dr['degenerate']} of {dr['pieces']}"
+        f"(reference {dr['degenerate']} of {dr['pieces']}): silence > {SILENCE_S:g} s {ds['silence']}, "
+        f"one pitch > {ONE_PITCH_SHARE:.0%} {ds['one_pitch']},"
     )
+    lines.append(f"    cut by the length limit {ds['cut']}, no notes {ds['no_notes']}")
     lines.append(f"  samples: {m['samples_source']}")
     for f in m["samples_failed"][:5]:
         lines.append(f"  skipped sample {f['path']}: {f['reason']}")

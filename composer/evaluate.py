@@ -6,13 +6,16 @@
   across chunks (``composer.nll.piece_nlls``); tokens 1..n-1 are predicted from their prefix (BOS is
   context, not a target). Reported in nats per token, in nats per **note** (the total NLL over the notes
   measured on: the figure that compares models with different tokenizations), as perplexity, with the
-  token and note counts.
+  token and note counts; with the checkpoint's fitted neural cache (``composer.cache``, fitted by
+  ``fit_cache_on_data``) the same figures for the LSTM mixed with its cache, beside the plain ones.
 * **baselines** -- a unigram and an interpolated Kneser-Ney n-gram (``composer.baselines``) fit on the
   training corpus's train split and scored on the same tokens, so every figure has context.
 * **long-range structure** -- ``composer.longrange``, on targets at positions >= max(distances) and >= the
-  training window: how much the model gains from context older than d tokens.
+  training window: how much the model gains from context older than d tokens (with the cache too, when
+  it is on), beside the share of those targets that copying from >= d tokens back predicts.
 * **music** -- samples (generated with ``composer.sample`` or read from a folder) against the reference
-  pieces on Yang & Lerch statistics (``composer.musicstats``).
+  pieces on Yang & Lerch statistics (``composer.musicstats``), and their form (``composer.form``):
+  bars repeated from >= 4 bars back, the repeat profile by bar lag, and loops.
 
 ``composer.eval_report`` formats the report as the printed table and as JSON.
 """
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from composer.cache import FIT_TOKENS, CacheConfig, CacheFit, cached_nlls, fit_on_pieces, piece_scores
 from composer.errors import ComposerError, CorpusError, MidiReadError
 from composer.longrange import DEFAULT_DISTANCES, MAX_TARGETS, long_range
 from composer.midi import MIDI_SUFFIXES, Score
@@ -45,6 +49,10 @@ MAX_REFERENCE = 512
 #: Length of generated samples: the reference's median duration, within these bounds (seconds).
 SAMPLE_SECONDS_MIN, SAMPLE_SECONDS_MAX = 8.0, 120.0
 DEFAULT_NGRAM_ORDER = 5
+#: Form: a bar counts as repeated when it equals a bar at least this many bars earlier ...
+FORM_MIN_LAG = 4
+#: ... and the report shows the repeat profile at these bar lags (the JSON has every lag).
+FORM_LAGS = (1, 2, 4, 8, 16)
 #: The baselines are fit on at most this many training tokens (memory grows with tokens x order).
 MAX_BASELINE_TOKENS = 20_000_000
 
@@ -204,6 +212,42 @@ def likelihood_of(nlls: Sequence[np.ndarray], notes: Sequence[int]) -> Likelihoo
     return Likelihood.from_totals(total, int(sum(len(x) for x in nlls)), int(sum(notes)))
 
 
+def cached_piece_nlls(model: Any, pieces: Sequence[np.ndarray], config: CacheConfig) -> list[np.ndarray]:
+    """Each piece's NLL of tokens 1..n-1 under the LSTM mixed with the cache over the piece's own past,
+    streamed from the piece's start (``composer.cache.piece_scores`` + ``cached_nlls``)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for ids in pieces:
+                ids = np.asarray(ids, dtype=np.int64)
+                log_p, hidden = piece_scores(model, ids)
+                out.append(cached_nlls(log_p, hidden, ids, config))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def resolve_cache(ckpt: Checkpoint, use: bool | None, name: str) -> CacheConfig | None:
+    """The cache to evaluate with: the checkpoint's fitted one unless ``use`` is False; ``use`` True
+    without one is an error naming the command that fits it (``name``: the checkpoint as the user gave
+    it)."""
+    if use is False or (use is None and ckpt.cache is None):
+        return None
+    if ckpt.cache is not None:
+        return ckpt.cache
+    if ckpt.meta.get("cache") is not None:  # fitted, with lambda 0: it did not help, so it is off
+        raise ComposerError(
+            f"{name}: its fitted cache is off (lambda 0: it did not lower the NLL on its fitting data); "
+            f"refit it on other data with composer fit-cache {name} DATA, or leave out --cache"
+        )
+    raise ComposerError(f"{name}: no fitted cache; run composer fit-cache {name} first")
+
+
 # ------------------------------------------------------------------------------------------ baselines
 
 
@@ -348,6 +392,7 @@ def evaluate_checkpoint(
     temperature: float = 1.0,
     device: str = "cpu",
     baselines: bool = True,
+    cache: bool | None = None,
     log: Log = _quiet,
 ) -> Evaluation:
     """Everything ``composer evaluate`` reports, as a JSON-able dict (plus the music comparison to plot).
@@ -355,6 +400,8 @@ def evaluate_checkpoint(
     ``samples`` songs are generated unless ``samples_dir`` gives already generated ones; ``samples=0``
     and no ``samples_dir`` skips the music section, empty ``distances`` the long-range one. Long-range
     targets lie at positions >= max(max(distances), the training window), ``max_targets`` at most.
+    ``cache``: None uses the checkpoint's fitted neural cache when it has one, True requires it, False
+    leaves it out; the plain LSTM figures are the same either way.
     """
     from composer.checkpoint import Checkpoint, load_checkpoint
     from composer.device import resolve_device, set_threads
@@ -364,6 +411,8 @@ def evaluate_checkpoint(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device=dev)
     ckpt.model.to(dev)
     tok = ckpt.tokenizer
+    name = str(ckpt.path if isinstance(checkpoint, Checkpoint) else checkpoint)
+    cache_config = resolve_cache(ckpt, cache, name)
     data_set = load_eval_data(ckpt, data)
     given_samples = read_samples(samples_dir) if samples_dir is not None else None  # fail early
     window = int(ckpt.train_config.get("window") or 0)
@@ -373,6 +422,17 @@ def evaluate_checkpoint(
     nlls = piece_nlls(ckpt.model, data_set.pieces, pad_id=int(tok.pad_id))
     notes = note_counts(tok, data_set.pieces)
     report.update(likelihood_of(nlls, notes).to_dict())
+    report["cache"] = None
+    cached = None
+    if cache_config is not None:
+        log(f"scoring {len(data_set.pieces)} pieces with the cache")
+        cached = cached_piece_nlls(ckpt.model, data_set.pieces, cache_config)
+        stored = ckpt.meta.get("cache") or {}
+        report["cache"] = {
+            "config": cache_config.to_dict(),
+            "fit": stored.get("fit"),
+            **likelihood_of(cached, notes).to_dict(),
+        }
     if baselines:
         report["baselines"] = _baselines_section(ckpt, data_set, notes, ngram_order, log)
     if distances:
@@ -384,6 +444,8 @@ def evaluate_checkpoint(
             distances,
             min_position=min_pos,
             max_targets=max_targets,
+            cache=cache_config,
+            full_cache=cached,
             log=log,
         )
         report["long_range"] = lr.to_dict()
@@ -397,6 +459,7 @@ def evaluate_checkpoint(
             log(f"generating {samples} samples of {seconds:.0f} s")
             sset = generate_samples(ckpt, samples, seconds, seed, temperature, str(dev))
         comparison, report["music"] = _music_section(reference, sset)
+        report["form"] = form_section(sset.scores, reference)
     return Evaluation(report, comparison)
 
 
@@ -442,3 +505,86 @@ def _music_section(reference: list[Score], sset: SampleSet) -> tuple[MusicCompar
         **comparison.to_dict(),
     }
     return comparison, section
+
+
+def form_section(samples: Sequence[Score], reference: Sequence[Score]) -> dict[str, Any]:
+    """``composer.form.form_summary`` of the samples and of the reference pieces (profile: index L-1 is
+    the share of bars equal to the bar L before)."""
+    from composer.form import form_summary
+
+    return {
+        "min_lag": FORM_MIN_LAG,
+        "lags": list(FORM_LAGS),
+        "samples": form_summary(samples, min_lag=FORM_MIN_LAG).to_dict(),
+        "reference": form_summary(reference, min_lag=FORM_MIN_LAG).to_dict(),
+    }
+
+
+# ----------------------------------------------------------------------------------------- cache fit
+
+
+@dataclass
+class FittedCache:
+    """One fit of the neural cache, stored in ``folders`` (checkpoints with the same weights)."""
+
+    folders: list[Path]
+    step: int
+    fit: CacheFit
+    data_kind: str  # as EvalData.kind
+    data_path: Path
+    written: list[Path]  # the checkpoint.json files rewritten
+
+
+def fit_cache_on_data(
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    *,
+    max_tokens: int = FIT_TOKENS,
+    device: str = "cpu",
+    log: Log = _quiet,
+) -> list[FittedCache]:
+    """Fit the neural cache (``composer.cache.fit_on_pieces``) of a checkpoint, or of a run folder's
+    ``best/`` and ``last/``, on held-out ``data`` (as for ``evaluate_checkpoint``: default the training
+    corpus's validation split, ``max_tokens`` targets at most) and store it in each checkpoint. Checkpoints
+    with the same weights share one fit; a fit with lambda 0 (no gain) is stored too, and is then off.
+    """
+    from composer.checkpoint import (
+        BEST,
+        LAST,
+        META_FILE,
+        MODEL_FILE,
+        load_checkpoint,
+        resolve_checkpoint,
+        save_cache,
+    )
+    from composer.device import resolve_device, set_threads
+
+    dev = resolve_device(device)
+    set_threads(0)
+    p = Path(checkpoint)
+    folders = [p / n for n in (BEST, LAST) if (p / n / META_FILE).is_file()] or [resolve_checkpoint(p)]
+    groups: dict[str, list[Checkpoint]] = {}
+    for folder in folders:
+        ckpt = load_checkpoint(folder, device=dev)
+        digest = str((ckpt.meta.get("files", {}).get(MODEL_FILE) or {}).get("sha256", folder))
+        groups.setdefault(digest, []).append(ckpt)
+    data_set = load_eval_data(next(iter(groups.values()))[0], data)
+    tokens = min(max_tokens, sum(max(len(x) - 1, 0) for x in data_set.pieces))
+    where = f"{data_set.path} validation split" if data_set.kind == "corpus" else str(data_set.path)
+    out = []
+    for ckpts in groups.values():
+        first = ckpts[0]
+        names = " and ".join(c.path.name for c in ckpts)
+        log(f"fitting the cache of {names} (step {first.step}) on {tokens:,} tokens of {where}")
+        first.model.to(dev)
+        fit = fit_on_pieces(first.model, data_set.pieces, max_tokens)
+        record = {
+            **fit.to_dict(),
+            "data": str(data_set.path),
+            "split": "val" if data_set.kind == "corpus" else None,
+        }
+        written = [f for c in ckpts for f in save_cache(c.path, fit.config, record)]
+        out.append(
+            FittedCache([c.path for c in ckpts], first.step, fit, data_set.kind, data_set.path, written)
+        )
+    return out

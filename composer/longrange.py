@@ -5,6 +5,13 @@ For targets far into each piece (position >= max(distances), and >= the training
 the d tokens before the target from a fresh zero state. ``gain = reset - full`` (nats/token) > 0 means the
 model uses context older than d tokens. A reset whose window reaches the start of the piece *is* the full
 history, by definition, so its gain is exactly zero.
+
+With a neural cache (``composer.cache``) the same targets are scored again with the cache mixed in: the
+full history with the cache over the whole past, the reset with the cache over the d-token window only, so
+``gain with the cache`` is what the model and its cache together take from beyond d tokens. Beside both
+stands the **copyable share** (``composer.form.copyable_mask``): the share of the targets that copying the
+token after the latest earlier occurrence of the same context, at least d tokens back, predicts -- what a
+perfect copier of old material could give.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from composer.cache import CacheConfig, window_nlls
 from composer.errors import ConfigError
+from composer.form import copyable_mask
 
 DEFAULT_DISTANCES = (64, 256, 1024)
 #: Long-range targets per piece, and in all (the same targets for every distance). Each bucket costs
@@ -26,6 +35,8 @@ TARGETS_PER_PIECE = 256
 MAX_TARGETS = 1024
 #: Window tokens per forward pass when scoring resets (rows x distance).
 RESET_BATCH_TOKENS = 16384
+#: Tokens of context the copier matches (``composer.form.copyable_mask``).
+COPY_CONTEXT = 12
 
 Log = Callable[[str], None]
 
@@ -41,12 +52,28 @@ class LongRangeBucket:
     pieces: int
     nll_full: float  # nats/token with the whole history
     nll_reset: float  # nats/token seeing only the `distance` tokens before each target (fresh state)
+    copyable: float = float("nan")  # share of the targets a copier from >= `distance` back predicts
+    nll_full_cache: float | None = None  # the two NLLs with the cache mixed in (None: no cache)
+    nll_reset_cache: float | None = None
 
     @property
     def gain(self) -> float:
         return self.nll_reset - self.nll_full if self.targets else float("nan")
 
+    @property
+    def gain_cache(self) -> float | None:
+        if self.nll_full_cache is None or self.nll_reset_cache is None:
+            return None
+        return self.nll_reset_cache - self.nll_full_cache if self.targets else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
+        cache = None
+        if self.nll_full_cache is not None:
+            cache = {
+                "gain": self.gain_cache,
+                "nll_full": self.nll_full_cache,
+                "nll_reset": self.nll_reset_cache,
+            }
         return {
             "distance": self.distance,
             "gain": self.gain,
@@ -54,6 +81,8 @@ class LongRangeBucket:
             "pieces": self.pieces,
             "nll_full": self.nll_full,
             "nll_reset": self.nll_reset,
+            "copyable": self.copyable,
+            "cache": cache,
         }
 
 
@@ -63,14 +92,22 @@ class LongRange:
     targets_per_piece: int
     eligible_pieces: int
     buckets: list[LongRangeBucket]
+    cache: CacheConfig | None = None
+    copy_context: int = COPY_CONTEXT
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "min_position": self.min_position,
             "targets_per_piece": self.targets_per_piece,
             "eligible_pieces": self.eligible_pieces,
+            "copy_context": self.copy_context,
+            "cache": None if self.cache is None else self.cache.to_dict(),
             "buckets": [b.to_dict() for b in self.buckets],
         }
+
+
+def _mean(total: float, n: int) -> float:
+    return total / n if n else float("nan")
 
 
 def next_token_nll(model: torch.nn.Module, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -91,11 +128,14 @@ def reset_nlls(
     distance: int,
     full: np.ndarray,
     batch_tokens: int = RESET_BATCH_TOKENS,
+    cache: CacheConfig | None = None,
 ) -> np.ndarray:
     """NLL of ``ids[t]`` for each t in ``positions`` seeing only ``ids[t-distance:t]`` from a zero state.
 
     Where the window would reach the piece's start (t <= distance) nothing is cut: the value is the full
-    history's, ``full[t-1]``, exactly. ``full`` is the piece's ``composer.nll.piece_nlls``.
+    history's, ``full[t-1]``, exactly. ``full`` is the piece's ``composer.nll.piece_nlls``; with ``cache``,
+    the window is scored with the cache over its own tokens (``composer.cache.window_nlls``) and ``full``
+    is the piece's ``composer.cache.cached_nlls``.
     """
     ids = np.asarray(ids, dtype=np.int64)
     positions = np.asarray(positions, dtype=np.int64)
@@ -109,7 +149,11 @@ def reset_nlls(
             sel = cut[k : k + rows]
             t = positions[sel]
             windows = ids[t[:, None] - distance + np.arange(distance)[None, :]]
-            out[sel] = next_token_nll(model, windows, ids[t])
+            if cache is None:
+                out[sel] = next_token_nll(model, windows, ids[t])
+            else:
+                with torch.inference_mode():
+                    out[sel] = window_nlls(model, windows, ids[t], cache)
     finally:
         if was_training:
             model.train()
@@ -133,18 +177,26 @@ def long_range(
     min_position: int | None = None,
     targets_per_piece: int = TARGETS_PER_PIECE,
     max_targets: int = MAX_TARGETS,
+    cache: CacheConfig | None = None,
+    full_cache: Sequence[np.ndarray] | None = None,
     log: Log = _quiet,
 ) -> LongRange:
-    """Full-history NLL against reset-at-distance NLL on the same targets, per distance.
+    """Full-history NLL against reset-at-distance NLL on the same targets, per distance, and the share of
+    those targets a copier from at least that far back predicts.
 
     Targets: positions >= ``min_position`` (default ``max(distances)``), at most ``targets_per_piece``
     per piece and about ``max_targets`` in all, spread evenly; every bucket uses the same targets.
     ``full`` is ``composer.nll.piece_nlls(model, pieces)``. Costs about targets x distance LSTM steps per
-    bucket.
+    bucket, twice that with ``cache`` (an enabled ``CacheConfig``; ``full_cache`` is then each piece's
+    ``composer.cache.cached_nlls``), when the buckets also get the NLLs with the cache.
     """
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1:
         raise ConfigError(f"distances must be positive token counts, got {list(distances)}")
+    if cache is not None and not cache.enabled:
+        cache = None
+    if cache is not None and full_cache is None:
+        raise ConfigError("long_range with a cache needs full_cache, the pieces' cached NLLs")
     if min_position is None:
         min_position = max(distances)
     eligible = [i for i, p in enumerate(pieces) if len(p) - 1 >= max(min_position, 1)]
@@ -154,8 +206,8 @@ def long_range(
     chosen = {i: long_range_positions(len(pieces[i]), min_position, per_piece) for i in eligible}
     buckets = []
     for d in distances:
-        full_sum = reset_sum = 0.0
-        n = 0
+        full_sum = reset_sum = full_c = reset_c = 0.0
+        n = copied = 0
         for i, pos in chosen.items():
             if not len(pos):
                 continue
@@ -163,14 +215,22 @@ def long_range(
             full_sum += float(full[i][pos - 1].sum())
             reset_sum += float(r.sum())
             n += len(pos)
+            copied += int(copyable_mask(pieces[i][: int(pos[-1]) + 1], d, COPY_CONTEXT)[pos].sum())
+            if cache is not None and full_cache is not None:
+                fc = full_cache[i]
+                full_c += float(fc[pos - 1].sum())
+                reset_c += float(reset_nlls(model, pieces[i], pos, d, fc, cache=cache).sum())
         log(f"long range: distance {d}, {n} targets")
         buckets.append(
             LongRangeBucket(
                 distance=d,
                 targets=n,
                 pieces=len(eligible),
-                nll_full=full_sum / n if n else float("nan"),
-                nll_reset=reset_sum / n if n else float("nan"),
+                nll_full=_mean(full_sum, n),
+                nll_reset=_mean(reset_sum, n),
+                copyable=_mean(float(copied), n),
+                nll_full_cache=None if cache is None else _mean(full_c, n),
+                nll_reset_cache=None if cache is None else _mean(reset_c, n),
             )
         )
-    return LongRange(min_position, per_piece, len(eligible), buckets)
+    return LongRange(min_position, per_piece, len(eligible), buckets, cache)

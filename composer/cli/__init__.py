@@ -21,6 +21,7 @@ COMMANDS = {
     "decode": "composer.cli.data:decode",
     "encode": "composer.cli.data:encode",
     "evaluate": "composer.cli.evaluate:evaluate_command",
+    "fit-cache": "composer.cli.train:fit_cache_command",
     "generate": "composer.cli.generate:generate_command",
     "info": "composer.cli.train:info_command",
     "render": "composer.cli.render:render_command",

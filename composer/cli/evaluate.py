@@ -76,6 +76,12 @@ def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     show_default=True,
     help="Order of the n-gram baseline.",
 )
+@click.option(
+    "--cache/--no-cache",
+    default=None,
+    help="Also measure the LSTM mixed with its neural cache (fitted by 'composer fit-cache') "
+    "[default: when the checkpoint has one].",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sampling seed.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
 @device_option(default="auto", help="Where the model runs.")
@@ -89,6 +95,7 @@ def evaluate_command(
     distances: tuple[int, ...],
     targets: int,
     order: int,
+    cache: bool | None,
     seed: int,
     temperature: float,
     device: str,
@@ -96,8 +103,11 @@ def evaluate_command(
     """Measure a CHECKPOINT on DATA: a folder of MIDI files or a corpus (its validation split).
 
     Prints nats per token and per note (with unigram and n-gram baselines fit on the training corpus),
-    how much the model gains from context older than --distances tokens, and how samples compare with
-    the data on Yang & Lerch's music statistics. Without DATA, the corpus the checkpoint was trained on.
+    how much the model gains from context older than --distances tokens (beside the share of tokens that
+    copying from that far back predicts), and how samples compare with the data on Yang & Lerch's music
+    statistics and in form (repeated bars, loops). With the checkpoint's fitted neural cache, the
+    likelihood and the long-range gain also with the cache. Without DATA, the corpus the checkpoint was
+    trained on.
 
     Example: composer evaluate checkpoints/bach corpora/bach --json eval.json --plot eval.png
     """
@@ -116,6 +126,7 @@ def evaluate_command(
         distances=distances,
         ngram_order=order,
         max_targets=targets,
+        cache=cache,
         seed=seed,
         temperature=temperature,
         device=device,
