@@ -13,8 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from composer.baselines import NGramModel, UnigramModel
+from composer.cache import CacheConfig, window_nlls
+from composer.checkpoint import save_cache
 from composer.cli import main
-from composer.evaluate import Likelihood, likelihood_of, note_counts
+from composer.evaluate import Likelihood, cached_piece_nlls, likelihood_of, note_counts
 from composer.longrange import long_range, next_token_nll, reset_nlls
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, write_midi
 from composer.model import LSTMModel, ModelConfig
@@ -294,3 +296,95 @@ def test_read_samples_takes_cut_from_the_sidecar_key(tmp_path: Path) -> None:
         if side is not None:
             f.with_suffix(".json").write_text(side if isinstance(side, str) else json.dumps(side))
     assert read_samples(songs).cut == [True, False, False, False]
+
+
+# ----------------------------------------------------------------------------------- the neural cache
+
+
+def _copy_checkpoint(run_dir: Path, dest: Path, cache: CacheConfig | None) -> Path:
+    """run_dir/best copied to ``dest`` with ``cache`` stored (None: no cache at all)."""
+    shutil.copytree(run_dir / "best", dest)
+    meta_file = dest / "checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    meta.pop("cache", None)
+    meta_file.write_text(json.dumps(meta))
+    if cache is not None:
+        save_cache(dest, cache, {"nll_model": 2.0, "nll_cache": 1.5, "targets": 100})
+    return dest
+
+
+def _evaluate_json(args: list[str], out: Path) -> tuple[str, dict]:
+    res = CliRunner().invoke(main, [*args, "--json", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    return res.output, json.loads(out.read_text())
+
+
+def test_a_stored_cache_adds_its_rows_and_no_cache_keeps_the_plain_figures(
+    run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    corpus, run_dir, _ = run
+    config = CacheConfig(theta=1.0, lam=0.5, size=512)
+    cached_ck = _copy_checkpoint(run_dir, tmp_path / "cached", config)
+    plain_ck = _copy_checkpoint(run_dir, tmp_path / "plain", None)
+    common = [str(corpus), "--samples", "0", "--distances", "8,16", "--targets", "64", "--order", "2"]
+    text, r = _evaluate_json(["evaluate", str(cached_ck), *common], tmp_path / "c.json")
+    no_text, no = _evaluate_json(["evaluate", str(cached_ck), *common, "--no-cache"], tmp_path / "n.json")
+    _, plain = _evaluate_json(["evaluate", str(plain_ck), *common], tmp_path / "p.json")
+
+    # the cache rows and keys
+    assert "LSTM + cache" in text and "theta 1, lambda 0.5, size 512" in text
+    c = r["cache"]
+    assert c["config"] == {"theta": 1.0, "lam": 0.5, "size": 512} and c["fit"]["nll_cache"] == 1.5
+    assert c["tokens"] == r["tokens"] and c["notes"] == r["notes"]
+    assert c["nats_per_note"] == pytest.approx(c["nats_per_token"] * c["tokens"] / c["notes"])
+    # the tiny corpus repeats its bars: the cache, which copies from the piece's own past, helps
+    assert c["nats_per_token"] < r["nats_per_token"]
+    lr = r["long_range"]
+    assert lr["cache"] == c["config"]
+    for b in lr["buckets"]:
+        bc = b["cache"]
+        assert bc["gain"] == pytest.approx(bc["nll_reset"] - bc["nll_full"])
+        assert bc["nll_full"] < b["nll_full"]
+        assert 0.0 <= b["copyable"] <= 1.0
+    assert lr["buckets"][0]["copyable"] > 0.5  # a reset 8 tokens back could copy most of what follows
+
+    # --no-cache (and a checkpoint without one): exactly the plain figures, and no cache rows
+    assert "LSTM + cache" not in no_text and no["cache"] is None and no["long_range"]["cache"] is None
+    keys = ("nats_per_token", "nats_per_note", "perplexity", "tokens", "notes")
+    for other in (no, plain):
+        assert {k: other[k] for k in keys} == {k: r[k] for k in keys}
+        for b, ob in zip(r["long_range"]["buckets"], other["long_range"]["buckets"]):
+            assert ob["cache"] is None
+            assert (ob["nll_full"], ob["nll_reset"], ob["gain"], ob["copyable"]) == (
+                b["nll_full"], b["nll_reset"], b["gain"], b["copyable"]
+            )  # fmt: skip
+    plain_row = next(line for line in text.splitlines() if "LSTM (this checkpoint)" in line)
+    assert plain_row in no_text.splitlines()
+
+
+def test_long_range_with_the_cache_cuts_the_cache_with_the_history() -> None:
+    model = _model(40, seed=2)
+    rng = np.random.default_rng(3)
+    part = rng.integers(3, 40, 40)
+    pieces = [np.concatenate([[1], part, part, part, [2]])]  # a phrase three times
+    config = CacheConfig(theta=1.0, lam=0.4, size=256)
+    full = piece_nlls(model, pieces)
+    full_cache = cached_piece_nlls(model, pieces, config)
+    # a reset reaching the piece's start is the full history, with the cache as without
+    lr = long_range(model, pieces, full, (500,), min_position=1, cache=config, full_cache=full_cache)
+    b = lr.buckets[0]
+    assert b.gain == 0.0 and b.gain_cache == 0.0
+    # a real cut: the window is scored with the cache over its own tokens only
+    lr = long_range(model, pieces, full, (8, 60), min_position=81, cache=config, full_cache=full_cache)
+    short, long = lr.buckets
+    p, t = pieces[0], np.arange(81, len(pieces[0]))
+    with torch.inference_mode():
+        want = window_nlls(model, p[t[:, None] - 8 + np.arange(8)[None, :]], p[t], config)
+    assert short.nll_reset_cache == pytest.approx(float(want.mean()))
+    assert short.nll_full_cache == pytest.approx(float(full_cache[0][t - 1].mean()))
+    # the cache over the whole past holds the earlier copies, the one over an 8-token window does not
+    assert short.gain_cache is not None and short.gain_cache > 0.1
+    # targets 81..121 (the third copy, then EOS): at least 8 back, the second copy 40 back predicts each
+    # but EOS; at least 60 back only the first copy can, once its 12-token context lies inside the piece
+    assert short.copyable == pytest.approx(40 / 41) and long.copyable == pytest.approx(28 / 41)
+    assert lr.to_dict()["buckets"][0]["cache"]["gain"] == pytest.approx(short.gain_cache)
