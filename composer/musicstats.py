@@ -26,7 +26,8 @@ Also: bar-level **self-similarity** (how much material a piece repeats: the shar
 onset/pitch-class pattern equals an earlier bar's, and the mean best cosine similarity of each bar's
 chroma to an earlier bar's), and **degenerate** pieces (a silence longer than ``SILENCE_S``, one pitch
 over ``ONE_PITCH_SHARE`` of the notes, no notes at all, or -- told by the sampler -- cut by the length
-limit). ``degenerate_warnings`` words the same tests (and too few notes) for a generated song.
+limit). ``degenerate_warnings`` words the same tests (and too few notes, and a loop:
+``composer.form.is_loop``) for a generated song.
 
 Everything here is numpy on a few arrays per piece; ``music_stats_summary`` is cheap enough for every
 validation of a training run (pass a precomputed ``FeatureSet`` as the reference to skip re-reading it).
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from composer.form import bar_patterns, is_loop
 from composer.midi import Score
 
 #: Degenerate-piece thresholds (``PieceFeatures.degenerate`` and the sampler's ``degenerate_warnings``):
@@ -188,7 +190,8 @@ def _top_pitch(pitches: np.ndarray) -> tuple[int, float] | None:
 def degenerate_warnings(
     score: Score, expected_notes_per_second: float | None = None, min_seconds: float = 0.0
 ) -> list[str]:
-    """Why a generated piece looks degenerate: a long silence, one pitch over and over, far too few notes.
+    """Why a generated piece looks degenerate: a long silence, one pitch over and over, far too few notes,
+    one or two bars over and over (``composer.form.is_loop``).
 
     ``expected_notes_per_second``: the training music's density (``FALLBACK_NOTES_PER_SECOND`` if None);
     ``min_seconds``: the length asked for, if the piece came out shorter.
@@ -214,6 +217,9 @@ def degenerate_warnings(
         warns.append(
             f"far fewer notes than expected ({len(rows)} in {seconds:.1f} s, ~{expected:.0f} expected)"
         )
+    if is_loop(score):
+        bars = sum(1 for p in bar_patterns(score) if p)
+        warns.append(f"a loop: the same one or two bars over and over ({bars} bars)")
     return warns
 
 

@@ -1,5 +1,6 @@
-"""Pictures: a Score's piano roll (one colour per instrument, time in seconds, bar lines where known), and
-the feature distributions of a music comparison (``composer.musicstats``).
+"""Pictures: a Score's piano roll (one colour per instrument, time in seconds, bar lines where known), a
+song's roll beside its bar self-similarity matrix, and the feature distributions of a music comparison
+(``composer.musicstats``).
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global state), so it is
 safe in any process and the same input gives the same PNG.
@@ -19,10 +20,15 @@ from composer.midi import Score, program_name
 from composer.musicstats import DISCRETE, FEATURES
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from composer.musicstats import MusicComparison
 
 #: Bar lines are drawn only when there are at most this many (beyond that they are a grey blur).
 MAX_BAR_LINES = 400
+#: Bars a song's self-similarity matrix shows at most (the first ones).
+MAX_FORM_BARS = 512
 
 
 def drawn_bar_lines(score: Score) -> np.ndarray:
@@ -36,14 +42,58 @@ def drawn_bar_lines(score: Score) -> np.ndarray:
 
 def plot_piano_roll(score: Score, path: str | os.PathLike[str], title: str = "", dpi: int = 100) -> Path:
     """Write ``score`` as a piano-roll PNG at ``path`` and return the path."""
-    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     fig = Figure(figsize=(12, 5), dpi=dpi)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    _draw_roll(fig.add_subplot(1, 1, 1), score, title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_song(score: Score, path: str | os.PathLike[str], title: str = "", dpi: int = 100) -> Path:
+    """One picture of a song: its piano roll and, to the right, its bar self-similarity matrix
+    (``composer.form.similarity_matrix``: bar against bar, dark where two bars share their notes), where a
+    chorus that comes back shows as a diagonal stripe off the main one and a loop as a dark square.
+    The roll alone where the song has no bars with notes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from composer.form import similarity_matrix
+
+    sim = similarity_matrix(score, max_bars=MAX_FORM_BARS) if score.note_count else np.zeros((0, 0))
+    if len(sim) == 0:
+        return plot_piano_roll(score, path, title=title, dpi=dpi)
+    fig = Figure(figsize=(16, 5), dpi=dpi)
+    FigureCanvasAgg(fig)
+    roll, form = fig.subplots(1, 2, gridspec_kw={"width_ratios": (3, 1)})
+    _draw_roll(roll, score, title)
+    n = len(sim)
+    edge = (0.5, n + 0.5)
+    image = form.imshow(
+        sim, cmap="Greys", vmin=0.0, vmax=1.0, origin="lower", extent=(*edge, *edge), interpolation="nearest"
+    )
+    form.set_xlabel("bar")
+    form.set_ylabel("bar")
+    first = f", first {n} bars" if n >= MAX_FORM_BARS else ""
+    form.set_title(f"bar self-similarity (shared notes{first})", fontsize=10)
+    fig.colorbar(image, ax=form, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    atomic_write(out, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))
+    return out
+
+
+def _draw_roll(ax: Axes, score: Score, title: str) -> None:
+    """The piano roll of ``score`` on ``ax``: one colour per instrument, bar lines where known."""
+    import matplotlib
+    from matplotlib.patches import Patch
+
     cmap = matplotlib.colormaps["tab10"]
     handles = []
     lo, hi = 127, 0
@@ -73,10 +123,6 @@ def plot_piano_roll(score: Score, path: str | os.PathLike[str], title: str = "",
         ax.set_title(f"{title}: {score.note_count} notes, {end_s:.1f} s")
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
-    fig.tight_layout()
-    out = Path(path)
-    atomic_write(out, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))
-    return out
 
 
 def plot_comparison(

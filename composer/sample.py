@@ -12,6 +12,13 @@ the bar it is in and stops on the bar line, the performance grammar releases the
 A hard token cap keeps a model that never gets there from running forever; past it the piece is closed
 deterministically with the fewest tokens the grammar allows, and the song is marked ``cut``.
 
+Neural cache (``composer.cache``, ``cache=``): the model's next-token distribution is mixed with a vote of
+the piece's own past (what followed the earlier positions whose hidden state looked like this one), so a
+theme heard long ago can come back verbatim. The mixture's log-probabilities take the logits' place
+before the grammar mask, temperature, top-k and top-p; each row keeps its own cache, the primer's positions
+pushed first, then every sampled token with the hidden state that predicted it. Without it the loop is
+the plain one, token for token.
+
 Sampling runs on the CPU with a seeded ``torch.Generator`` (the model itself may run on ``device``), so
 the same checkpoint, options and seed give byte-identical files on a given machine. The songs' files:
 ``composer.songs``.
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from composer.cache import CacheBank, CacheConfig
 from composer.errors import ConfigError
 from composer.model import LSTMModel, State
 from composer.songs import GeneratedSong, check_primer_programs, encode_primer, songs_from_sample
@@ -58,6 +66,11 @@ MIN_BPM, MAX_BPM = 20.0, 400.0
 MAX_SONGS = 4096
 #: How often (in steps) the progress callback is called.
 PROGRESS_EVERY = 16
+#: The most memory the neural cache's keys may take for one batch (songs x cache size x hidden units).
+MAX_CACHE_BYTES = 4 << 30
+#: With ``lam = 1`` (the cache alone), tokens the cache never saw keep the model's log-probability plus
+#: this, so that a row whose grammar allows only unseen tokens can still sample.
+CACHE_ONLY_FLOOR = -1000.0
 
 ProgressFn = Callable[[float, float], None]
 
@@ -140,6 +153,7 @@ class SampleOutput:
     seconds: np.ndarray  # float (batch,) music time per the grammar (model tempo)
     token_cap: int  # the hard cap on tokens per row (after the primer)
     close_budget: int  # tokens a row had, after its end was requested, before it was closed by force
+    cache: CacheConfig | None = None  # the neural cache sampling used, None without one
 
     @property
     def cut(self) -> np.ndarray:
@@ -201,6 +215,56 @@ class Stepper:
         return logits[:, -1], state
 
 
+class CachedStepper:
+    """``Stepper`` with a neural cache: returns the log-probabilities of the mixture instead of logits.
+
+    ``push(tokens)`` records the tokens just sampled with the hidden state that predicted them, one cache
+    per row (``CacheBank``). Needs an ``LSTMModel`` (its ``hidden``, ``step_hidden`` and ``project``).
+    """
+
+    def __init__(self, model: LSTMModel, config: CacheConfig, batch: int, device: torch.device) -> None:
+        self.model = model
+        hidden_size = model.config.hidden_size
+        need = batch * config.size * hidden_size * 4
+        if need > MAX_CACHE_BYTES:
+            raise ConfigError(
+                f"the neural cache for {batch} songs needs {need / (1 << 30):.1f} GiB "
+                f"(cache size {config.size}); generate fewer songs at once or without the cache"
+            )
+        self.bank = CacheBank(config, batch, hidden_size, model.config.vocab_size, device)
+        self._floor = math.log1p(-config.lam) if config.lam < 1.0 else CACHE_ONLY_FLOOR
+        self._hidden: torch.Tensor | None = None
+
+    def _mix(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.project(hidden)
+        mixed = self.bank.mix_logits(logits, hidden)
+        if not self.bank.config.enabled:
+            return mixed
+        # the mixture is at least (1 - lam) p_model: keeps a token the float32 sum rounded to 0 sampleable
+        floor = torch.log_softmax(logits.float(), dim=-1) + self._floor
+        return torch.maximum(mixed, floor)
+
+    def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, State]:
+        """Run ``tokens`` (T,) once, push its positions into every row's cache; the mixture's log-probs
+        for the next token and the state, repeated ``batch`` times."""
+        out, (h, c) = self.model.hidden(tokens.unsqueeze(0), None)
+        out = out[0]  # (T, H)
+        self.bank.push_sequence(out[:-1], tokens[1:])
+        self._hidden = out[-1:].expand(batch, -1)
+        last = self._mix(self._hidden)
+        return last, (h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous())
+
+    def push(self, tokens: torch.Tensor) -> None:
+        """Record ``tokens`` (B,), just sampled, with the hidden state that predicted them."""
+        assert self._hidden is not None, "prime first"
+        self.bank.push(self._hidden, tokens)
+
+    def __call__(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """``tokens`` (B,) long -> the mixture's log-probabilities (B, V) and the new state."""
+        self._hidden, state = self.model.step_hidden(tokens, state)
+        return self._mix(self._hidden), state
+
+
 def sample_ids(
     model: torch.nn.Module,
     tok: Tokenizer,
@@ -218,6 +282,7 @@ def sample_ids(
     grammar: Grammar[Any] | None = None,
     close_budget: int = CLOSE_BUDGET,
     num_threads: int | None = 1,
+    cache: CacheConfig | None = None,
 ) -> SampleOutput:
     """Sample ``n`` token sequences in one batch, carrying the LSTM state token by token.
 
@@ -229,6 +294,8 @@ def sample_ids(
     ``num_threads``: torch CPU threads while sampling (restored afterwards; None leaves them as they
     are). One by default: a step is a few small matrix products, too little to share out, and a second
     thread that has to wait for a busy core makes every step many times slower.
+    ``cache``: sample from the model mixed with this neural cache (``CachedStepper``; an ``LSTMModel``
+    only); None samples from the model alone.
     """
     check_sampling_options(temperature, top_k, top_p)
     if n < 1:
@@ -250,7 +317,14 @@ def sample_ids(
     if num_threads is not None and device.type == "cpu":
         torch.set_num_threads(num_threads)
     try:
-        return _sample_loop(model, g, n, length, filt, gen, prefix, tempo, device, progress, close_budget)
+        stepper: Stepper | CachedStepper = Stepper(model)
+        if cache is not None:
+            if not isinstance(model, LSTMModel):
+                raise ConfigError(f"the neural cache needs an LSTMModel, not a {type(model).__name__}")
+            stepper = CachedStepper(model, cache, n, device)
+        raw = _sample_loop(stepper, g, n, length, filt, gen, prefix, tempo, device, progress, close_budget)
+        raw.cache = cache
+        return raw
     finally:
         torch.set_num_threads(threads_before)
         if was_training:
@@ -314,7 +388,7 @@ class _Ends:
 
 
 def _sample_loop(
-    model: torch.nn.Module,
+    stepper: Stepper | CachedStepper,
     g: Grammar[Any],
     n: int,
     length: Length,
@@ -329,7 +403,7 @@ def _sample_loop(
     eos = g.eos_id
     cost = g.close_costs()
     allowed = None if tempo is None else tempo.allowed  # a restriction on top of the grammar's
-    stepper = Stepper(model)
+    push = stepper.push if isinstance(stepper, CachedStepper) else None
     st = g.start(n)
     with torch.inference_mode():
         last, state = stepper.prime(torch.as_tensor(prefix, dtype=torch.long, device=device), n)
@@ -346,6 +420,8 @@ def _sample_loop(
                 choice = np.where(mask, cost, np.inf).argmin(axis=1)
                 nxt_np[ends.forced] = choice[ends.forced]
             out.append(nxt_np)
+            if push is not None:
+                push(torch.from_numpy(nxt_np).to(device))
             g.advance(st, nxt_np, strict=True)
             finished = st.finished
             if finished.all():
@@ -427,13 +503,15 @@ def generate(
     device: str = "cpu",
     progress: ProgressFn | None = None,
     notices: list[str] | None = None,
+    cache: bool | CacheConfig | None = None,
 ) -> list[GeneratedSong]:
     """Generate ``n`` songs from a checkpoint (path, run folder or loaded ``Checkpoint``) in one batch.
 
     ``length``: after the primer (``primer``: a MIDI file the songs continue); 30 s by default. ``bpm``:
     one tempo for the files (``Tokenizer.retime``), which sampling is steered to where the tokens carry
     tempo. ``notices`` (if given) collects remarks that concern the whole run (checks that had to be
-    skipped).
+    skipped). ``cache``: sample with the checkpoint's fitted neural cache (True; an error if it has
+    none), without it (False), with it where it has one (None), or with this ``CacheConfig``.
     """
     from composer.device import resolve_device
 
@@ -450,6 +528,7 @@ def generate(
             f"--bars needs a model with the beat encoding; {ckpt.path} uses the {tok.encoding} encoding "
             "(use --seconds or --tokens)"
         )
+    cache_config = _cache_config(ckpt, cache)
     programs, density = corpus_statistics(ckpt)
     primer_ids: np.ndarray | None = None
     primer_notes = 0
@@ -469,10 +548,22 @@ def generate(
         tempo=None if bpm is None else tok.tempo_steering(bpm),
         device=dev,
         progress=progress,
+        cache=cache_config,
     )
     return songs_from_sample(
         raw, tok, bpm=bpm, density=density, min_seconds=length.seconds or 0.0, primer_notes=primer_notes
     )
+
+
+def _cache_config(ckpt: Checkpoint, cache: bool | CacheConfig | None) -> CacheConfig | None:
+    """The neural cache ``generate`` samples with (see its ``cache``), or None."""
+    if isinstance(cache, CacheConfig):
+        return cache
+    if cache is True and ckpt.cache is None:
+        raise ConfigError(
+            f"{ckpt.path} has no fitted neural cache (composer fit-cache {ckpt.path} fits one)"
+        )
+    return ckpt.cache if cache is not False else None
 
 
 def _read_primer(

@@ -1,7 +1,9 @@
 """Songs in and out of generation: a primer read from MIDI, and the generated songs written as files.
 
 Each song is ``song_NNN.mid`` plus ``song_NNN.json`` (the run's options, the song's notes, seconds, bars,
-tokens, warnings and ``cut``: whether a length limit stopped it) and, when asked, ``song_NNN.png``.
+tokens, warnings, ``cut``: whether a length limit stopped it, ``repeated_bars``: the share of its bars that
+repeat an earlier one exactly and up to transposition, ``cache``: whether the neural cache was used and its
+config) and, when asked, ``song_NNN.png``: the piano roll with the bar self-similarity matrix beside it.
 Existing files are never overwritten without ``force``, and that is checked before anything is sampled.
 """
 
@@ -19,6 +21,8 @@ from composer.errors import ComposerError, ConfigError, MidiReadError
 from composer.midi import Score, program_name, read_midi
 
 if TYPE_CHECKING:  # pragma: no cover
+    from composer.cache import CacheConfig
+    from composer.form import BarRepeats
     from composer.sample import SampleOutput
     from composer.tokenizer import Tokenizer
 
@@ -41,8 +45,13 @@ class GeneratedSong:
     warnings: list[str] = field(default_factory=list)
     #: A limit stopped it: the token cap before its length, or closed by force after the close budget.
     cut: bool = False
+    #: How its bars repeat (``composer.form.bar_repeats``), where it was measured.
+    repeats: BarRepeats | None = None
+    #: The neural cache it was sampled with, None without one.
+    cache: CacheConfig | None = None
 
     def stats(self) -> dict[str, Any]:
+        rep = self.repeats
         return {
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
@@ -51,7 +60,16 @@ class GeneratedSong:
             "primer_notes": self.primer_notes,
             "warnings": list(self.warnings),
             "cut": self.cut,
+            "repeated_bars": {
+                "exact": None if rep is None else _round(rep.exact),
+                "transposed": None if rep is None else _round(rep.transposed),
+            },
+            "cache": {"used": self.cache is not None, **(self.cache.to_dict() if self.cache else {})},
         }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def songs_from_sample(
@@ -68,6 +86,7 @@ def songs_from_sample(
     ``density``: the training music's notes per second, ``min_seconds``: the length asked for (both for
     ``degenerate_warnings``).
     """
+    from composer.form import bar_repeats
     from composer.musicstats import degenerate_warnings
 
     songs = []
@@ -94,6 +113,8 @@ def songs_from_sample(
                 primer_notes=primer_notes,
                 warnings=warns,
                 cut=bool(raw.cut[i]),
+                repeats=bar_repeats(score),
+                cache=raw.cache,
             )
         )
     return songs
@@ -193,7 +214,8 @@ def save_songs(
     plot: bool = False,
     meta: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write ``song_NNN.mid`` + ``song_NNN.json`` (+ ``song_NNN.png`` with ``plot``) for each song.
+    """Write ``song_NNN.mid`` + ``song_NNN.json`` (+ ``song_NNN.png`` with ``plot``: the piano roll and
+    the bar self-similarity matrix, ``composer.plot.plot_song``) for each song.
 
     ``meta`` (checkpoint, options, seed ...) goes into every sidecar. Existing files are refused without
     ``force`` before anything is written. Returns the MIDI paths.
@@ -212,9 +234,9 @@ def save_songs(
             sidecar = {"file": mid.name, **(meta or {}), "index": s.index, **s.stats()}
             atomic_write_text(out / f"{stem}.json", json.dumps(sidecar, indent=2) + "\n")
             if plot:
-                from composer.plot import plot_piano_roll
+                from composer.plot import plot_song
 
-                plot_piano_roll(s.score, out / f"{stem}.png", title=stem)
+                plot_song(s.score, out / f"{stem}.png", title=stem)
         except OSError as e:
             raise ComposerError(f"{mid}: cannot write ({e.strerror or e})") from None
         written.append(mid)

@@ -47,8 +47,19 @@ if TYPE_CHECKING:  # pragma: no cover
     help="One tempo for the songs (20-400). Beat encoding: the model is steered to it and the files "
     "carry exactly it. Performance encoding: notes keep their times, the files' grid gets this tempo.",
 )
+@click.option(
+    "--cache/--no-cache",
+    default=None,
+    help="Mix the model with its neural cache over each song's own past (fitted by 'composer fit-cache'), "
+    "so themes come back [default: on where the checkpoint has one].",
+)
 @device_option(default="cpu", help="Where the model runs (sampling itself is always on the CPU).")
-@click.option("--plot", is_flag=True, help="Also write a piano-roll picture song_NNN.png per song.")
+@click.option(
+    "--plot",
+    is_flag=True,
+    help="Also write song_NNN.png per song: its piano roll and, beside it, its bar self-similarity matrix "
+    "(bar against bar; a returning section shows as a stripe parallel to the diagonal).",
+)
 @force_option(help="Overwrite songs already in OUT.")
 def generate_command(  # one parameter per option, as click passes them
     checkpoint: Path | None,
@@ -63,6 +74,7 @@ def generate_command(  # one parameter per option, as click passes them
     seed: int | None,
     primer: Path | None,
     bpm: float | None,
+    cache: bool | None,
     device: str,
     plot: bool,
     force: bool,
@@ -72,7 +84,9 @@ def generate_command(  # one parameter per option, as click passes them
     The songs are sampled as one batch and are valid by construction: every note is closed and each
     piece ends cleanly near the requested length (after the primer, if any). The same checkpoint,
     options and --seed give byte-identical files. Each song gets a JSON sidecar with its options and
-    statistics; warnings flag degenerate output (long silences, one repeated note, very few notes).
+    statistics; warnings flag degenerate output (long silences, one repeated note, very few notes, one
+    or two bars over and over). Where the checkpoint has a fitted neural cache it is used (--no-cache
+    samples from the LSTM alone); the sidecar says whether it was.
 
     Example: composer generate checkpoints/bach -o songs/ -n 4 --bars 16 --seed 1 --plot
     """
@@ -102,6 +116,7 @@ def generate_command(  # one parameter per option, as click passes them
             seed=seed,
             primer=primer,
             bpm=bpm,
+            cache=cache,
             device=device,
             progress=tick,
             notices=notices,
@@ -114,6 +129,7 @@ def generate_command(  # one parameter per option, as click passes them
         "top_p": top_p,
         "primer": None if primer is None else str(primer),
         "bpm": bpm,
+        "cache": cache,
         "device": device,
     }
     meta = {
