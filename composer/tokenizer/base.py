@@ -36,6 +36,9 @@ class EncodeStats:
     time_signatures_replaced: int = 0
     time_signatures_moved: int = 0
     tempos_clamped: int = 0
+    #: Notes of one program and pitch that sound together and come back with another (start, end): a
+    #: NOTE_OFF names no note, so the performance decoder pairs them first-in-first-out.
+    same_pitch_repaired: int = 0
 
     def lost(self) -> dict[str, int]:
         """The non-zero counts of notes or events not kept exactly."""

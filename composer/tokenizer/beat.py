@@ -90,6 +90,21 @@ class BeatTokenizer(Tokenizer):
     def tempo_bin(self, qpm: float) -> int:
         return int(np.argmin(np.abs(np.log(self._tempo_grid) - np.log(qpm))))
 
+    def tempo_kept(self, qpm: float | np.ndarray) -> np.ndarray:
+        """Per tempo, whether it decodes within half a bin of itself (plus its label's rounding to whole
+        bpm, at most 0.5 bpm); the others are counted as ``tempos_clamped``.
+
+        The grid is fixed by the vocabulary, so what this keeps is not exactly ``tempo_min..tempo_max``: the
+        top bin of the default config is 311 bpm (the next one up, 325, lies above ``tempo_max``), so tempos
+        above about 318 bpm come back as 311 and are counted.
+        """
+        q = np.atleast_1d(np.asarray(qpm, dtype=np.float64))
+        grid = np.log(self._tempo_grid)
+        b = np.abs(grid[None, :] - np.log(q)[:, None]).argmin(axis=1)
+        got = self.tempo_values[b]
+        tol = 0.5 / self.config.tempo_steps_per_octave + np.log2(1 + 0.5 / got) + 1e-12
+        return np.asarray(np.abs(np.log2(got / q)) <= tol)
+
     def tempo_of_bin(self, b: int) -> float:
         return float(self.tempo_values[b])
 
@@ -221,9 +236,8 @@ class BeatTokenizer(Tokenizer):
         given = sorted(score.tempos, key=lambda t: t.tick)
         if not given or given[0].tick > 0:  # MIDI's tempo is 120 until the first tempo event
             given.insert(0, TempoChange(0, 120.0))
+        stats.tempos_clamped += int((~self.tempo_kept(np.array([t.qpm for t in given]))).sum())
         for t in given:
-            if not c.tempo_min * 0.98 <= t.qpm <= c.tempo_max * 1.02:
-                stats.tempos_clamped += 1
             g = int(round_div(np.array([t.tick]), res, tpq)[0])
             b = self.tempo_bin(t.qpm)
             if tempos and tempos[-1][0] == g:

@@ -7,10 +7,14 @@ PROGRAM (0..127 or DRUMS) emitted when the instrument of the next event changes:
     BOS PROGRAM_0 VELOCITY_20 NOTE_ON_60 TIME_SHIFT_50 NOTE_OFF_60 ... EOS
 
 Same-pitch notes of one instrument pair first-in-first-out, as a MIDI device pairs note-ons and note-offs;
-at one instant NOTE_OFFs come before NOTE_ONs, so repeated notes stay separate.
+at one instant NOTE_OFFs come before NOTE_ONs, so repeated notes stay separate. A NOTE_OFF names no note,
+so a note nested in a longer one of its pitch comes back re-paired (the first on ends at the first off);
+the encoder counts such notes (``EncodeStats.same_pitch_repaired``).
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -51,13 +55,16 @@ class PerformanceTokenizer(Tokenizer):
         off_s = score.ticks_to_seconds(notes.end)
         on = np.rint(on_s / step).astype(np.int64)
         off = np.maximum(np.rint(off_s / step).astype(np.int64), on + 1)  # a note lasts at least one step
-        # pair same-pitch notes of one program first-in-first-out: sort starts and ends per (program, pitch)
+        # The decoder pairs same-pitch notes of one program first-in-first-out, so the k-th NOTE_OFF of a
+        # (program, pitch) ends its k-th NOTE_ON: the pairs decoded are the sorted starts with the sorted ends
+        # (at least one step each, as every end is after the start of its own note). NOTE_ONs at one step
+        # are written shortest note first, so a note that keeps its pair keeps its velocity too.
         key = notes.program * PITCHES + notes.pitch
-        by_on = np.lexsort((on, key))
+        by_on = np.lexsort((off, on, key))
         by_off = np.lexsort((off, key))
         on_sorted, off_sorted = on[by_on], off[by_off]
-        off_sorted = np.maximum(off_sorted, on_sorted + 1)
         key_s = key[by_on]
+        stats.same_pitch_repaired = _repaired(key_s, on_sorted, off[by_on], off_sorted)
         vel = self._vel_bin[np.clip(notes.velocity[by_on], 1, 127)]
         n = len(key_s)
         # events: (time, is_on, program, pitch, velocity bin)
@@ -178,3 +185,17 @@ class PerformanceTokenizer(Tokenizer):
         score.ticks_per_beat = new_tpq
         score.tempos = [TempoChange(0, float(bpm))]
         return score
+
+
+def _repaired(key: np.ndarray, on: np.ndarray, off: np.ndarray, off_fifo: np.ndarray) -> int:
+    """How many notes first-in-first-out pairing gives another (start, end) in steps: of a note nested in
+    a longer one of its pitch, both. ``on``, ``off``: each note's, sorted by (key, on); ``off_fifo``: the
+    ends sorted per key, the one each start is paired with. Counted as a multiset: a decoded (start, end)
+    that some note of the key had is kept."""
+    if np.array_equal(off, off_fifo):
+        return 0
+    diff = off != off_fifo
+    touched = np.isin(key, np.unique(key[diff]))
+    k, s = key[touched].tolist(), on[touched].tolist()
+    kept = Counter(zip(k, s, off[touched].tolist())) & Counter(zip(k, s, off_fifo[touched].tolist()))
+    return int(touched.sum()) - sum(kept.values())
