@@ -238,13 +238,15 @@ class CacheBank:
         log_p = torch.log_softmax(logits.float(), dim=-1)
         if not self.config.enabled or int(self.filled.max()) == 0:
             return log_p
-        n = self.config.size
-        scores = self.config.theta * torch.einsum("bnh,bh->bn", self.keys, hidden.float())  # (B, N)
+        # every row fills at the same rate, so only the first max(filled) slots are scored
+        n = min(self.config.size, int(self.filled.max()))
+        keys, values = self.keys[:, :n], self.values[:, :n]
+        scores = self.config.theta * torch.einsum("bnh,bh->bn", keys, hidden.float())  # (B, n)
         slot_used = torch.arange(n, device=scores.device)[None, :] < self.filled[:, None]
         scores = scores.masked_fill(~slot_used, -math.inf)
         empty = self.filled == 0
         w = torch.softmax(scores.masked_fill(empty[:, None], 0.0), dim=-1)  # (B, N)
-        p_cache = torch.zeros_like(log_p).scatter_add_(1, self.values, w)  # (B, V)
+        p_cache = torch.zeros_like(log_p).scatter_add_(1, values, w)  # (B, V)
         lam = self.config.lam
         mixed = torch.log((1 - lam) * log_p.exp() + lam * p_cache)
         return torch.where(empty[:, None], log_p, mixed)
