@@ -151,6 +151,24 @@ LR_DEFAULTS = ", ".join(f"{preset} {_sci(lr)}" for preset, lr in PRESET_LR.items
     help="Songs sampled at each validation to log music statistics (Yang & Lerch overlap with the data) "
     "to metrics.csv; 0: off.",
 )
+@config_option(
+    "--cell-penalty",
+    field="cell_penalty",
+    type=click.FloatRange(min=0.0, max=1e3),
+    help="Penalty on carried LSTM cells beyond +-(--cell-limit), so the state stays useful over long "
+    "pieces; 0: off.",
+)
+@config_option(
+    "--cell-limit",
+    field="cell_limit",
+    type=click.FloatRange(min=0.0, max=1e6),
+    help="Cell values inside +-this are free of the penalty.",
+)
+@config_option(
+    "--fit-cache/--no-fit-cache",
+    field="fit_cache",
+    help="At the end, fit the neural cache (copying from the piece's own past) on the validation split.",
+)
 @click.pass_context
 def train_command(
     ctx: click.Context, corpus_dir: Path, out: Path, resume: bool, overwrite: bool, **options: Any
