@@ -4,9 +4,10 @@ Hochreiter & Schmidhuber (1997), Experiment 2: a sequence starts with one of two
 distractors drawn at random, then the same symbol again; predicting the last symbol means remembering the
 first across the q distractors. Here the symbols are notes and the sequences real MIDI files:
 
-* every piece opens with pitch 40 or 41 (the "x or y"), then random sixteenth notes from ``--distractors``
-  pitches (60 and up), then ends with the opening pitch again; the distractor count is set so that the
-  lag in ``beat`` tokens (from the first PITCH token to the last) is q;
+* every piece opens with pitch 40 or 41 (the paper's "x or y"), then random sixteenth notes from
+  ``--distractors`` pitches (60 and up), then the end marker (pitch 50, the paper's "e"), then the opening
+  pitch again; the distractor count is set so that the lag in ``beat`` tokens (from the first PITCH token
+  to the last) is q, plus up to q/10 at random as in the paper (so the end cannot be found by counting);
 * the files go through ``composer.corpus.build_corpus`` and ``composer.train.train`` as a user's would
   (only the model size, window, learning rate and augmentation are set: see ``run_config``);
 * every ``--check-every`` steps the model is tested on the validation pieces: it reads each piece up to
@@ -15,7 +16,7 @@ first across the q distractors. Here the symbols are notes and the sequences rea
   then (steps x batch / windows per piece), beside the paper's figure.
 
 A truncated-BPTT window shorter than the lag cuts the gradient before it reaches the first note, so the
-window must span the lag: ``--window`` defaults to q + 64 (the ``long-lag`` rows); ``--short-window``
+window must span the lag: ``--window`` defaults to q + q/10 + 64 (the ``long-lag`` rows); ``--short-window``
 adds a row per q trained with the default 64-token window, which cannot learn it.
 
     .venv/bin/python benchmarks/long_lag.py                      # q = 100, 500, 1000, 2000
@@ -47,6 +48,7 @@ from composer.train import train  # noqa: E402
 from composer.train_config import TrainConfig  # noqa: E402
 
 X, Y = 40, 41  # the two opening pitches
+END = 50  # the end marker before the last note
 TPQ = 480
 SIXTEENTH = TPQ // 4
 #: The paper's Experiment 2c (p = q distractor symbols): training sequences until solved, where reported.
@@ -54,8 +56,8 @@ PAPER = {1000: "49,000 (2c, p = 1000)"}
 
 
 def lag_piece(first: int, distractors: np.ndarray) -> Score:
-    """first, distractors..., first: sixteenth notes at 120 bpm in 4/4."""
-    pitches = [first, *distractors.tolist(), first]
+    """first, distractors..., END, first: sixteenth notes at 120 bpm in 4/4."""
+    pitches = [first, *distractors.tolist(), END, first]
     notes = [Note(int(p), 80, k * SIXTEENTH, (k + 1) * SIXTEENTH) for k, p in enumerate(pitches)]
     return Score(
         TPQ, [Instrument(0, False, "Piano", notes)], [TempoChange(0, 120.0)], [TimeSignature(0, 4, 4)]
@@ -78,7 +80,8 @@ def make_files(folder: Path, lag: int, n: int, distractors: int, seed: int) -> N
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         first = X if rng.random() < 0.5 else Y
-        write_midi(lag_piece(first, 60 + rng.integers(0, distractors, count)), folder / f"seq_{i:05d}.mid")
+        k = count + int(rng.integers(0, count // 10 + 1))
+        write_midi(lag_piece(first, 60 + rng.integers(0, distractors, k)), folder / f"seq_{i:05d}.mid")
 
 
 @dataclass
@@ -133,6 +136,7 @@ def run_config(args: argparse.Namespace, window: int, max_steps: int) -> TrainCo
         device="cpu",
         num_threads=1,
         seed=args.seed,
+        chrono_init=args.chrono,
     )
 
 
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--chrono", type=int, default=0, help="TrainConfig.chrono_init (0: off)")
     ap.add_argument("--distractors", type=int, default=32, help="distinct distractor pitches (p)")
     ap.add_argument("--pieces", type=int, default=1200, help="MIDI files per q (train + validation)")
     ap.add_argument("--val-fraction", type=float, default=0.1)
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for lag in lags:
-            windows = [args.window or lag + 64] + ([64] if args.short_window else [])
+            windows = [args.window or lag + lag // 10 + 64] + ([64] if args.short_window else [])
             for w in windows:
                 r = run_one(args, lag, w, work)
                 rows.append(r)

@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py
 
-from composer.cache import CacheConfig, cached_nlls, fit_cache, piece_scores, window_nlls  # noqa: E402
+from composer.cache import CacheConfig, cached_nlls, fit_cache, piece_scores, window_scores  # noqa: E402
 from composer.checkpoint import load_checkpoint  # noqa: E402
 from composer.corpus import Corpus, build_corpus  # noqa: E402
 from composer.form import copyable_mask  # noqa: E402
@@ -88,22 +88,12 @@ def measure(model: torch.nn.Module, pieces: list[np.ndarray], cache: CacheConfig
         rows["targets"] += len(pos)
         for d in DISTANCES:
             windows = ids[pos[:, None] - d + np.arange(d)[None, :]]
-            r_plain = np.concatenate(
-                [
-                    window_nlls(model, windows[k : k + 64], ids[pos[k : k + 64]], None)
-                    for k in range(0, len(pos), 64)
-                ]
-            )
-            r_cache = (
-                np.concatenate(
-                    [
-                        window_nlls(model, windows[k : k + 64], ids[pos[k : k + 64]], cache)
-                        for k in range(0, len(pos), 64)
-                    ]
-                )
-                if cache is not None
-                else r_plain
-            )
+            pairs = [
+                window_scores(model, windows[k : k + 64], ids[pos[k : k + 64]], cache)
+                for k in range(0, len(pos), 64)
+            ]
+            r_plain = np.concatenate([p for p, _ in pairs])
+            r_cache = np.concatenate([c for _, c in pairs]) if cache is not None else r_plain  # type: ignore[misc]
             a = acc[d]
             a["full"] += float(plain[pos - 1].sum())
             a["reset"] += float(r_plain.sum())

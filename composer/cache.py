@@ -288,19 +288,22 @@ def piece_scores(
     return torch.cat(lps).numpy(), torch.cat(hs)
 
 
-def window_nlls(
+def window_scores(
     model: Any, windows: np.ndarray, targets: np.ndarray, config: CacheConfig | None
-) -> np.ndarray:
-    """NLL of ``targets[r]`` right after ``windows[r]`` (R, L) read from a fresh state, with the cache (if
-    on) over the window's own L positions only: a history cut L tokens back cuts the cache there too."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """NLLs of ``targets[r]`` right after ``windows[r]`` (R, L) read from a fresh state, in one pass: the
+    model's alone, and with the cache (None if ``config`` is off) over the window's own L positions only,
+    so that a history cut L tokens back cuts the cache there too."""
     device = next(model.parameters()).device
     x = torch.as_tensor(windows, dtype=torch.long, device=device)  # (R, L)
     out, _ = model.hidden(x, None)  # (R, L, H)
     lp = torch.log_softmax(model.project(out[:, -1]).float(), dim=-1)  # (R, V): predicts the target
     t = torch.as_tensor(targets, dtype=torch.long, device=device)
     lpm = lp.gather(1, t[:, None])[:, 0].double().cpu()
-    if config is None or not config.enabled or windows.shape[1] < 2:
-        return (-lpm).numpy()
+    if config is None or not config.enabled:
+        return (-lpm).numpy(), None
+    if windows.shape[1] < 2:
+        return (-lpm).numpy(), (-lpm).numpy()
     keys = out[:, :-1].float()  # (R, L-1, H): position i predicted windows[:, i + 1]
     n = min(config.size, keys.shape[1])
     keys, values = keys[:, -n:], x[:, 1:][:, -n:]  # the last n positions before the target
@@ -308,4 +311,12 @@ def window_nlls(
     match = values == t[:, None]
     lse_all = torch.logsumexp(scores, dim=1)
     lse_match = torch.logsumexp(scores.masked_fill(~match, -math.inf), dim=1)
-    return (-mix(lpm, (lse_match - lse_all).cpu(), config.lam)).numpy()
+    return (-lpm).numpy(), (-mix(lpm, (lse_match - lse_all).cpu(), config.lam)).numpy()
+
+
+def window_nlls(
+    model: Any, windows: np.ndarray, targets: np.ndarray, config: CacheConfig | None
+) -> np.ndarray:
+    """``window_scores``' NLLs with the cache where ``config`` is on, the model's alone otherwise."""
+    plain, cached = window_scores(model, windows, targets, config)
+    return plain if cached is None else cached

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from composer.cache import CacheConfig, window_nlls
+from composer.cache import CacheConfig, window_scores
 from composer.errors import ConfigError
 from composer.form import copyable_mask
 
@@ -110,17 +110,6 @@ def _mean(total: float, n: int) -> float:
     return total / n if n else float("nan")
 
 
-def next_token_nll(model: torch.nn.Module, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of ``targets[r]`` right after ``windows[r]`` (R, L) fed from a fresh zero state."""
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        x = torch.as_tensor(windows, dtype=torch.long, device=device)
-        logits, _ = model(x, None)
-        lp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # only the last position predicts the target
-        t = torch.as_tensor(targets, dtype=torch.long, device=device)
-        return (-lp.gather(1, t[:, None])[:, 0]).cpu().double().numpy()
-
-
 def reset_nlls(
     model: torch.nn.Module,
     ids: np.ndarray,
@@ -129,17 +118,24 @@ def reset_nlls(
     full: np.ndarray,
     batch_tokens: int = RESET_BATCH_TOKENS,
     cache: CacheConfig | None = None,
-) -> np.ndarray:
-    """NLL of ``ids[t]`` for each t in ``positions`` seeing only ``ids[t-distance:t]`` from a zero state.
+    full_cache: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """NLL of ``ids[t]`` for each t in ``positions`` seeing only ``ids[t-distance:t]`` from a zero state:
+    the model's alone, and (with an enabled ``cache``; else None) with the cache over the window's own
+    tokens (``composer.cache.window_scores``), both from one pass over the windows.
 
     Where the window would reach the piece's start (t <= distance) nothing is cut: the value is the full
-    history's, ``full[t-1]``, exactly. ``full`` is the piece's ``composer.nll.piece_nlls``; with ``cache``,
-    the window is scored with the cache over its own tokens (``composer.cache.window_nlls``) and ``full``
-    is the piece's ``composer.cache.cached_nlls``.
+    history's exactly, ``full[t-1]`` (the piece's ``composer.nll.piece_nlls``) and ``full_cache[t-1]``
+    (its ``composer.cache.cached_nlls``, needed with ``cache``).
     """
     ids = np.asarray(ids, dtype=np.int64)
     positions = np.asarray(positions, dtype=np.int64)
+    if cache is not None and not cache.enabled:
+        cache = None
+    if cache is not None and full_cache is None:
+        raise ConfigError("reset_nlls with a cache needs full_cache, the piece's cached NLLs")
     out = full[positions - 1].astype(np.float64).copy()
+    out_c = None if full_cache is None or cache is None else full_cache[positions - 1].astype(np.float64)
     cut = np.flatnonzero(positions > distance)
     rows = max(1, batch_tokens // max(distance, 1))
     was_training = model.training
@@ -149,15 +145,15 @@ def reset_nlls(
             sel = cut[k : k + rows]
             t = positions[sel]
             windows = ids[t[:, None] - distance + np.arange(distance)[None, :]]
-            if cache is None:
-                out[sel] = next_token_nll(model, windows, ids[t])
-            else:
-                with torch.inference_mode():
-                    out[sel] = window_nlls(model, windows, ids[t], cache)
+            with torch.inference_mode():
+                plain, cached = window_scores(model, windows, ids[t], cache)
+            out[sel] = plain
+            if out_c is not None and cached is not None:
+                out_c[sel] = cached
     finally:
         if was_training:
             model.train()
-    return out
+    return out, out_c
 
 
 def long_range_positions(length: int, min_position: int, k: int) -> np.ndarray:
@@ -187,8 +183,8 @@ def long_range(
     Targets: positions >= ``min_position`` (default ``max(distances)``), at most ``targets_per_piece``
     per piece and about ``max_targets`` in all, spread evenly; every bucket uses the same targets.
     ``full`` is ``composer.nll.piece_nlls(model, pieces)``. Costs about targets x distance LSTM steps per
-    bucket, twice that with ``cache`` (an enabled ``CacheConfig``; ``full_cache`` is then each piece's
-    ``composer.cache.cached_nlls``), when the buckets also get the NLLs with the cache.
+    bucket; with ``cache`` (an enabled ``CacheConfig``; ``full_cache`` is then each piece's
+    ``composer.cache.cached_nlls``) the same pass also gives the buckets the NLLs with the cache.
     """
     distances = sorted({int(d) for d in distances})
     if not distances or distances[0] < 1:
@@ -211,15 +207,15 @@ def long_range(
         for i, pos in chosen.items():
             if not len(pos):
                 continue
-            r = reset_nlls(model, pieces[i], pos, d, full[i])
+            fc = None if full_cache is None else full_cache[i]
+            r, rc = reset_nlls(model, pieces[i], pos, d, full[i], cache=cache, full_cache=fc)
             full_sum += float(full[i][pos - 1].sum())
             reset_sum += float(r.sum())
             n += len(pos)
             copied += int(copyable_mask(pieces[i][: int(pos[-1]) + 1], d, COPY_CONTEXT)[pos].sum())
-            if cache is not None and full_cache is not None:
-                fc = full_cache[i]
+            if fc is not None and rc is not None:
                 full_c += float(fc[pos - 1].sum())
-                reset_c += float(reset_nlls(model, pieces[i], pos, d, fc, cache=cache).sum())
+                reset_c += float(rc.sum())
         log(f"long range: distance {d}, {n} targets")
         buckets.append(
             LongRangeBucket(

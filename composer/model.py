@@ -130,6 +130,23 @@ class LSTMModel(nn.Module):
             nn.init.xavier_uniform_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
+    def chrono_init(self, t_max: float, generator: torch.Generator | None = None) -> None:
+        """Chrono initialisation (Tallec & Ollivier 2018): forget-gate biases log(U(1, t_max - 1)) and
+        input-gate biases their negation, so that cells start with time scales spread up to ``t_max``
+        tokens instead of all near 1/(1 - sigmoid(1)) ~ 3.7."""
+        if t_max < 3:
+            raise ConfigError(f"chrono t_max must be at least 3 tokens, got {t_max!r}")
+        h = self.config.hidden_size
+        with torch.no_grad():
+            for k in range(self.config.num_layers):
+                b_ih = getattr(self.lstm, f"bias_ih_l{k}")
+                b_hh = getattr(self.lstm, f"bias_hh_l{k}")
+                u = torch.rand(h, generator=generator, dtype=torch.float64) * (t_max - 2) + 1
+                forget = torch.log(u).to(b_ih.dtype)
+                b_ih[h : 2 * h] = forget.to(b_ih.device)
+                b_ih[0:h] = -forget.to(b_ih.device)
+                b_hh[0 : 2 * h] = 0.0
+
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """A zero ``(h, c)`` state for ``batch_size`` rows."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)

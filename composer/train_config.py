@@ -66,6 +66,9 @@ class TrainConfig:
     # drift into ever larger counters over long pieces and the carried state hurts instead of helping
     cell_penalty: float = 1e-3  # 0 = off
     cell_limit: float = 5.0
+    # chrono initialisation of the gate biases for time scales up to this many tokens (Tallec & Ollivier
+    # 2018; composer.model.LSTMModel.chrono_init); 0 = off (a forget-gate bias of 1)
+    chrono_init: int = 0
     fit_cache: bool = True  # fit the neural cache (composer/cache.py) on the validation split at the end
     # --- stopping
     max_steps: int = 6000
@@ -112,6 +115,9 @@ class TrainConfig:
         check_range("grad_accum", self.grad_accum, 1, 4096)
         check_range("cell_penalty", self.cell_penalty, 0.0, 1e3, (int, float))
         check_range("cell_limit", self.cell_limit, 0.0, 1e6, (int, float))
+        check_range("chrono_init", self.chrono_init, 0, 1 << 24)
+        if 0 < self.chrono_init < 3:
+            raise ConfigError(f"chrono_init must be 0 (off) or at least 3 tokens, got {self.chrono_init}")
         if not isinstance(self.fit_cache, bool):
             raise ConfigError(f"fit_cache must be true or false, got {self.fit_cache!r}")
         check_range("max_steps", self.max_steps, 1, 1 << 40)

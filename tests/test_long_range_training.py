@@ -57,3 +57,20 @@ def test_training_fits_the_cache_into_best(corpus: Path, tmp_path: Path) -> None
 def test_bad_long_range_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ConfigError):
         tiny_config(**bad)
+
+
+def test_chrono_init_sets_the_first_steps_biases(corpus: Path, tmp_path: Path) -> None:
+    """With chrono_init the run starts from chrono biases: forget gates far above the default 1."""
+    cfg = tiny_config(max_steps=1, eval_every=1, chrono_init=1000, lr=1e-6, min_lr=0.0, fit_cache=False)
+    train(corpus, tmp_path / "run", cfg, progress=False, plot=False)
+    model = load_checkpoint(tmp_path / "run" / "last").model
+    h = model.config.hidden_size
+    forget = model.lstm.bias_ih_l0.detach()[h : 2 * h]
+    assert float(forget.max()) > 3.0 and float(forget.min()) >= -0.01
+    torch.testing.assert_close(model.lstm.bias_ih_l0.detach()[:h], -forget, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("value", [1, 2, -5, 1.5])
+def test_bad_chrono_init_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="chrono_init"):
+        tiny_config(chrono_init=value)

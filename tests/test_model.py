@@ -136,3 +136,20 @@ def test_init_state_and_detach() -> None:
     _, st = model(x, (h, c))
     d = detach_state(st)
     assert st[0].requires_grad and not d[0].requires_grad and d[0].dtype == torch.float32
+
+
+def test_chrono_init_spreads_the_time_scales() -> None:
+    """Forget biases log(U(1, T - 1)), input biases their negation, the hidden-side gate biases zero."""
+    m = LSTMModel(small(hidden_size=64, embed_dim=64))
+    m.chrono_init(500, generator=torch.Generator().manual_seed(0))
+    h = 64
+    for k in range(2):
+        b_ih = getattr(m.lstm, f"bias_ih_l{k}").detach()
+        b_hh = getattr(m.lstm, f"bias_hh_l{k}").detach()
+        forget = b_ih[h : 2 * h]
+        assert float(forget.min()) >= 0.0 and float(forget.max()) <= torch.log(torch.tensor(499.0)) + 1e-6
+        assert float(forget.max()) > 4.0  # some cells remember for 50+ tokens (log 50 = 3.9)
+        torch.testing.assert_close(b_ih[:h], -forget)
+        assert float(b_hh[: 2 * h].abs().max()) == 0.0
+    with pytest.raises(ConfigError, match="at least 3 tokens"):
+        m.chrono_init(2)
