@@ -136,7 +136,7 @@ def run_config(args: argparse.Namespace, window: int, max_steps: int) -> TrainCo
         device="cpu",
         num_threads=1,
         seed=args.seed,
-        chrono_init=args.chrono,
+        chrono_init=2 * window if args.chrono < 0 else args.chrono,
     )
 
 
@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--chrono", type=int, default=0, help="TrainConfig.chrono_init (0: off)")
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument(
+        "--chrono", type=int, default=-1, help="TrainConfig.chrono_init (0: off; -1: twice the window)"
+    )
     ap.add_argument("--distractors", type=int, default=32, help="distinct distractor pitches (p)")
     ap.add_argument("--pieces", type=int, default=1200, help="MIDI files per q (train + validation)")
     ap.add_argument("--val-fraction", type=float, default=0.1)
