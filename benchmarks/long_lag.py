@@ -76,7 +76,8 @@ def tokens_per_note() -> float:
 
 def make_files(folder: Path, lag: int, n: int, distractors: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    count = max(1, round(lag / tokens_per_note()))
+    # the end marker and the last note's own POSITION lie inside the lag too: two notes' worth of tokens
+    count = max(1, round(lag / tokens_per_note()) - 2)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         first = X if rng.random() < 0.5 else Y
@@ -155,14 +156,15 @@ def run_one(args: argparse.Namespace, lag: int, window: int, work: Path) -> dict
     t0 = time.perf_counter()
 
     def on_step(step: int, loss: float, model: torch.nn.Module) -> None:
-        if step % args.check_every and time.perf_counter() - t0 < budget_s:
+        out_of_budget = time.perf_counter() - t0 >= budget_s or step >= args.max_steps
+        if step % args.check_every and not out_of_budget:
             return
         c = recall_test(model, corpus)
         last_check[:] = [c]
         if c.accuracy >= args.solved_share:
             found.update(step=step, accuracy=c.accuracy)
             raise Solved
-        if time.perf_counter() - t0 >= budget_s:
+        if out_of_budget:
             raise TimeoutError
 
     steps_done = 0
@@ -176,7 +178,7 @@ def run_one(args: argparse.Namespace, lag: int, window: int, work: Path) -> dict
         train(
             corpus,
             work / f"run-{lag}-{window}",
-            run_config(args, window, 10**7),
+            run_config(args, window, args.max_steps),
             progress=False,
             plot=False,
             overwrite=True,
@@ -197,7 +199,7 @@ def run_one(args: argparse.Namespace, lag: int, window: int, work: Path) -> dict
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lags", default="100,500,1000,2000", help="q values (tokens between the two notes)")
     ap.add_argument("--window", type=int, default=0, help="TBPTT window (0: q + 64)")
@@ -217,10 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-every", type=int, default=25, help="steps between recall tests")
     ap.add_argument("--solved-share", type=float, default=0.95)
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per row")
+    ap.add_argument("--max-steps", type=int, default=10**7, help="step budget per row")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--quick", action="store_true", help="smoke test: 60 pieces, 1 minute a row")
     ap.add_argument("--work", type=Path, default=None, help="keep files here (default: a temp folder)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.quick:
         args.pieces, args.minutes, args.check_every = 60, 1.0, 10
     torch.set_num_threads(1)

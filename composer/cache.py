@@ -31,9 +31,9 @@ from composer.configs import check_range, known_fields
 #: Targets scored per block when scoring a piece (bounds memory at block x (block + size) floats).
 BLOCK = 512
 #: Search grids for ``fit_cache``. theta scales a dot product of two tanh-bounded hidden vectors.
-THETAS = (0.03, 0.1, 0.3, 1.0)
-LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
-SIZES = (512, 2048, 4096)
+THETAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SIZES = (512, 2048, 4096, 16384)
 #: Validation targets ``fit_on_pieces`` scores at most (its cost grows with targets x max(SIZES)).
 FIT_TOKENS = 50_000
 MAX_SIZE = 1 << 16
