@@ -165,6 +165,13 @@ LR_DEFAULTS = ", ".join(f"{preset} {_sci(lr)}" for preset, lr in PRESET_LR.items
     help="Cell values inside +-this are free of the penalty.",
 )
 @config_option(
+    "--chrono-init",
+    field="chrono_init",
+    type=click.IntRange(min=0, max=1 << 24),
+    help="Chrono initialisation of the LSTM gate biases (Tallec & Ollivier 2018) for time scales up to "
+    "this many tokens, e.g. twice --window; 0: off (forget-gate bias 1).",
+)
+@config_option(
     "--fit-cache/--no-fit-cache",
     field="fit_cache",
     help="At the end, fit the neural cache (copying from the piece's own past) on the validation split.",

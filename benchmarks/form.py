@@ -1,0 +1,153 @@
+"""Form: do generated songs repeat bars the way the corpus does, without collapsing into loops?
+
+For a folk corpus (Nottingham, ``../shared/midi/nottingham``) and a pop-like multitrack one (the Debian
+game music in ``/tmp/debmidi``; ``../shared/README.md`` says how to get it), or ``--corpus DIR`` /
+``--checkpoint NAME=RUN`` for your own: the default model is trained for ``--minutes`` CPU-minutes
+(``composer.train.train``, 1 thread; a ``--checkpoint`` is used as it is), then ``--songs`` songs of as
+many bars as the median validation piece (32 at least, 96 at most) are sampled with the checkpoint's
+fitted neural cache and without it, and compared with the validation pieces cut to the same number of bars:
+
+* **repeated bars**: the share of non-empty bars equal to a bar at least 4 bars earlier, exactly and up
+  to transposition (``composer.form.form_summary``); target: within +-25% of the reference's;
+* **loops**: songs that are one or two bars over and over (``composer.form.is_loop``).
+
+    .venv/bin/python benchmarks/form.py --minutes 5
+    .venv/bin/python benchmarks/form.py --checkpoint mine=checkpoints/mine
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402 - benchmarks/machine.py
+
+from composer.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from composer.corpus import Corpus, build_corpus  # noqa: E402
+from composer.form import FormSummary, bar_patterns, form_summary  # noqa: E402
+from composer.midi import Score  # noqa: E402
+from composer.sample import Length, generate  # noqa: E402
+from composer.train import train  # noqa: E402
+from composer.train_config import TrainConfig  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "midi"
+SOURCES = {
+    "nottingham (folk)": [SHARED / "nottingham"],
+    "debian-game-music (pop-like)": [Path("/tmp/debmidi")],
+}
+MIN_BARS, MAX_BARS = 32, 96
+TOLERANCE = 0.25
+
+
+def cut_to_bars(score: Score, bars: int) -> Score:
+    """The score's notes that start in its first ``bars`` bars."""
+    starts = score.bar_starts(max((n.start for i in score.instruments for n in i.notes), default=0), bars)
+    end = int(starts[bars]) if len(starts) > bars else None
+    if end is None:
+        return score
+    instruments = [replace(i, notes=[n for n in i.notes if n.start < end]) for i in score.instruments]
+    return replace(score, instruments=instruments)
+
+
+def reference_scores(ckpt: Checkpoint, corpus: Corpus) -> list[Score]:
+    tok = ckpt.tokenizer
+    return [tok.decode(corpus.piece_tokens(p)) for p in corpus.pieces("val")]
+
+
+def row(name: str, source: str, s: FormSummary, ref: FormSummary | None) -> str:
+    ratio = "" if ref is None or not ref.exact or s.exact is None else f"{s.exact / ref.exact:.2f}"
+    ok = ""
+    if ratio:
+        ok = "yes" if abs(float(ratio) - 1) <= TOLERANCE else "no"
+    ex = "–" if s.exact is None else f"{s.exact:.1%}"
+    tr = "–" if s.transposed is None else f"{s.transposed:.1%}"
+    return f"| {name} | {source} | {s.pieces} | {ex} | {tr} | {s.loops} | {ratio or '1.00'} | {ok or '–'} |"
+
+
+def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespace) -> list[str]:
+    ref_full = reference_scores(ckpt, corpus)
+    counts = [len(bar_patterns(s)) for s in ref_full]
+    bars = int(np.clip(np.median(counts) if counts else MIN_BARS, MIN_BARS, MAX_BARS))
+    ref = [cut_to_bars(s, bars) for s in ref_full]
+    ref_sum = form_summary(ref)
+    rows = [row(name, f"validation pieces, first {bars} bars", ref_sum, None)]
+    modes = (
+        [("with the cache", True), ("without the cache", False)]
+        if ckpt.cache
+        else [("no cache fitted", False)]
+    )
+    for label, cache in modes:
+        songs = generate(
+            ckpt, n=args.songs, length=Length(bars=bars), seed=args.seed, device="cpu", cache=cache
+        )
+        summ = form_summary([s.score for s in songs])
+        rows.append(row(name, f"{args.songs} samples, {label}", summ, ref_sum))
+        print(f"{name}: {label}: exact {summ.exact}, loops {summ.loops}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, action="append", help="a composer corpus to train on (repeatable)")
+    ap.add_argument("--checkpoint", action="append", default=[], help="NAME=RUN: measure this run as it is")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--songs", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"form on {datetime.date.today()}: {cpu_name()}, {platform.system()}, torch {torch.__version__}")
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        runs: list[tuple[str, Checkpoint, Corpus]] = []
+        for item in args.checkpoint:
+            name, _, path = item.partition("=")
+            ckpt = load_checkpoint(path)
+            runs.append((name, ckpt, Corpus.open(ckpt.meta["corpus"]["path"])))
+        corpora: list[tuple[str, Path]] = [(c.name, c) for c in args.corpus or []]
+        if not corpora and not runs:
+            for name, srcs in SOURCES.items():
+                srcs = [s for s in srcs if s.exists()]
+                if not srcs:
+                    print(f"{name}: not here, skipped")
+                    continue
+                out = work / f"corpus-{name.split()[0]}"
+                if not (out / "manifest.json").exists():
+                    build_corpus(srcs, out, encoding="beat", workers=1)
+                corpora.append((name, out))
+        for name, path in corpora:
+            run = work / f"run-{name.split()[0]}"
+            cfg = TrainConfig(device="cpu", num_threads=1, max_minutes=args.minutes, seed=1337)
+            train(path, run, cfg, progress=False, plot=False, overwrite=True)
+            runs.append((name, load_checkpoint(run), Corpus.open(path)))
+        if not runs:
+            print("no corpus found: nothing to measure")
+            return 0
+        for name, ckpt, corpus in runs:
+            rows += measure(name, ckpt, corpus, args)
+    print()
+    print(f"bars repeated from >= 4 bars back; target: samples within ±{TOLERANCE:.0%} of the reference")
+    print()
+    print(
+        "| corpus | songs | pieces | repeated bars (exact) | (up to transposition) | loops "
+        "| vs reference | within ±25% |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|:---:|")
+    for r in rows:
+        print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
