@@ -41,3 +41,6 @@ bench: setup
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/long_range.py --variants "base;no-penalty:cell_penalty=0;chrono:chrono_init=128"
+	$(BIN)/python benchmarks/long_lag.py
+	$(BIN)/python benchmarks/form.py

@@ -79,7 +79,7 @@ def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespac
     bars = int(np.clip(np.median(counts) if counts else MIN_BARS, MIN_BARS, MAX_BARS))
     ref = [cut_to_bars(s, bars) for s in ref_full]
     ref_sum = form_summary(ref)
-    rows = [row(name, f"validation pieces, first {bars} bars", ref_sum, None)]
+    rows = [row(name, f"validation pieces, at most {bars} bars", ref_sum, None)]
     modes = (
         [("with the cache", True), ("without the cache", False)]
         if ckpt.cache

@@ -3,6 +3,8 @@
 Two samplers draw the same kind of valid sequences (the beat grammar's masks, temperature sampling):
 
 * ``composer`` -- ``composer.sample.sample_ids``: the LSTM state is carried, one token in, one out.
+* ``composer + cache`` -- the same with the neural cache (``composer.cache.CacheBank``) mixed in, at its
+  largest size: each step scores the new state against every earlier one of the song.
 * ``naive`` -- what tutorial repositories do: for every new token, re-run the model over the last
   ``--window`` tokens from a zero state and keep only the last logits.
 
@@ -29,11 +31,14 @@ from pathlib import Path
 import torch
 from machine import cpu_name  # benchmarks/machine.py
 
+from composer.cache import SIZES, CacheConfig
 from composer.device import resolve_device, synchronize
 from composer.model import LSTMModel, ModelConfig
 from composer.sample import Length, sample_ids
 from composer.tokenizer import Tokenizer, TokenizerConfig, tokenizer_from_config
 
+#: The cache at the largest size the fit can choose (its cost per token grows with the tokens it holds).
+CACHE = CacheConfig(theta=1.0, lam=0.5, size=max(SIZES))
 BACH_TOKENS_PER_SECOND = 13.6  # beat encoding, measured on the 407 chorales music21 ships
 
 
@@ -54,15 +59,21 @@ def music_density(tok: Tokenizer, folder: Path = Path("corpora/bach/midi")) -> t
 
 
 def time_ours(
-    model: LSTMModel, tok: Tokenizer, batch: int, tokens: int, device: torch.device
+    model: LSTMModel,
+    tok: Tokenizer,
+    batch: int,
+    tokens: int,
+    device: torch.device,
+    cache: CacheConfig | None = None,
 ) -> tuple[float, int]:
-    """(seconds, tokens sampled in all rows) for ``tokens`` tokens per row with the carried-state sampler."""
+    """(seconds, tokens sampled in all rows) for ``tokens`` tokens per row with the carried-state sampler,
+    with the neural cache mixed in when ``cache`` is given."""
     gen = torch.Generator().manual_seed(0)
     synchronize(device)
     t0 = time.perf_counter()
     raw = sample_ids(
         model, tok, batch, Length(tokens=tokens), generator=gen, device=device, close_budget=0,
-        num_threads=torch.get_num_threads(),
+        num_threads=torch.get_num_threads(), cache=cache,
     )  # fmt: skip
     synchronize(device)
     return time.perf_counter() - t0, sum(len(ids) - 1 for ids in raw.ids)
@@ -148,6 +159,11 @@ def main() -> None:
             results.append(
                 row("composer", threads, batch, args.tokens,
                     lambda n, b=batch: time_ours(model, tok, b, n, device), density, args.repeats)
+            )  # fmt: skip
+            print(_fmt(results[-1]), flush=True)
+            results.append(
+                row(f"composer + cache (N {CACHE.size:,})", threads, batch, args.tokens,
+                    lambda n, b=batch: time_ours(model, tok, b, n, device, CACHE), density, args.repeats)
             )  # fmt: skip
             print(_fmt(results[-1]), flush=True)
         for batch in args.batches:
