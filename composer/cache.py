@@ -41,11 +41,14 @@ MAX_SIZE = 1 << 16
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """The cache's three numbers; ``lam = 0`` turns it off."""
+    """The cache's three numbers; ``lam = 0`` turns it off. ``sample_lam``: the weight sampling uses
+    instead of ``lam`` (fitted so that songs repeat bars as often as the music does:
+    ``composer.formfit``); None samples with ``lam``."""
 
     theta: float = 0.3
     lam: float = 0.0
     size: int = 2048
+    sample_lam: float | None = None
 
     def __post_init__(self) -> None:
         check_range("cache theta", self.theta, 0.0, 100.0, (int, float))
@@ -53,10 +56,20 @@ class CacheConfig:
         check_range("cache size", self.size, 1, MAX_SIZE)
         object.__setattr__(self, "theta", float(self.theta))
         object.__setattr__(self, "lam", float(self.lam))
+        if self.sample_lam is not None:
+            check_range("cache sampling lambda", self.sample_lam, 0.0, 1.0, (int, float))
+            object.__setattr__(self, "sample_lam", float(self.sample_lam))
 
     @property
     def enabled(self) -> bool:
         return self.lam > 0.0
+
+    @property
+    def sampling(self) -> CacheConfig:
+        """The cache as generation uses it: ``lam`` replaced by ``sample_lam`` where one was fitted."""
+        if self.sample_lam is None:
+            return self
+        return CacheConfig(theta=self.theta, lam=self.sample_lam, size=self.size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

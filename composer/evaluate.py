@@ -26,7 +26,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -523,6 +523,17 @@ def form_section(samples: Sequence[Score], reference: Sequence[Score]) -> dict[s
 # ----------------------------------------------------------------------------------------- cache fit
 
 
+def _fit_sampling(path: Path, data_set: EvalData, device: str, log: Log) -> Any:
+    """``composer.formfit.fit_sample_lambda`` for the checkpoint at ``path`` (its cache just fitted)."""
+    from composer.checkpoint import load_checkpoint
+    from composer.formfit import fit_sample_lambda
+
+    ckpt = load_checkpoint(path, device=device)
+    log("fitting the cache's sampling weight: songs' repeated bars against the data's")
+    reference = [ckpt.tokenizer.decode(ids) for ids in data_set.pieces]
+    return fit_sample_lambda(ckpt, reference, device=device)
+
+
 @dataclass
 class FittedCache:
     """One fit of the neural cache, stored in ``folders`` (checkpoints with the same weights)."""
@@ -533,6 +544,7 @@ class FittedCache:
     data_kind: str  # as EvalData.kind
     data_path: Path
     written: list[Path]  # the checkpoint.json files rewritten
+    sampling: Any = None  # composer.formfit.SampleLambdaFit, where the cache is on
 
 
 def fit_cache_on_data(
@@ -584,7 +596,16 @@ def fit_cache_on_data(
             "split": "val" if data_set.kind == "corpus" else None,
         }
         written = [f for c in ckpts for f in save_cache(c.path, fit.config, record)]
+        sampling = None
+        if fit.config.enabled:
+            sampling = _fit_sampling(first.path, data_set, str(dev), log)
+            if sampling is not None:
+                record["sampling"] = sampling.to_dict()
+                config = replace(fit.config, sample_lam=sampling.sample_lam)
+                written = [f for c in ckpts for f in save_cache(c.path, config, record)]
         out.append(
-            FittedCache([c.path for c in ckpts], first.step, fit, data_set.kind, data_set.path, written)
+            FittedCache(
+                [c.path for c in ckpts], first.step, fit, data_set.kind, data_set.path, written, sampling
+            )
         )
     return out

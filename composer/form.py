@@ -17,7 +17,7 @@ Two views, one on notes and one on tokens:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,18 @@ LOOP_DISTINCT = 2
 LOOP_MIN_BARS = 8
 
 Pattern = frozenset[tuple[int, int, bool]]
+
+
+def first_bars(score: Score, bars: int) -> Score:
+    """The score with only the notes that start in its first ``bars`` bars (to compare pieces of one
+    length: the share of repeated bars grows with the number of bars)."""
+    ends = [n.start for inst in score.instruments for n in inst.notes]
+    starts = score.bar_starts(max(ends, default=0), bars)
+    if len(starts) <= bars:
+        return score
+    end = int(starts[bars])
+    instruments = [replace(i, notes=[n for n in i.notes if n.start < end]) for i in score.instruments]
+    return replace(score, instruments=instruments)
 
 
 def bar_patterns(score: Score, relative: bool = False) -> list[Pattern]:

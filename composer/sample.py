@@ -563,7 +563,9 @@ def _cache_config(ckpt: Checkpoint, cache: bool | CacheConfig | None) -> CacheCo
         raise ConfigError(
             f"{ckpt.path} has no fitted neural cache (composer fit-cache {ckpt.path} fits one)"
         )
-    return ckpt.cache if cache is not False else None
+    if cache is False or ckpt.cache is None:
+        return None
+    return ckpt.cache.sampling
 
 
 def _read_primer(

@@ -221,8 +221,19 @@ def train(
         if stop_reason == "interrupted":
             say(f"interrupted at step {st.step}; continue with --resume")
         elif is_main and config.fit_cache and (run_dir / BEST).exists():
-            fit_checkpoint_cache(run_dir / BEST, [corpus.piece_tokens(p) for p in corpus.pieces("val")], say)
+            fit_best_cache(run_dir / BEST, corpus, say)
         return _result(st, run_dir, is_main, stop_reason, meter)
+
+
+def fit_best_cache(best: Path, corpus: Corpus, say: Callable[[str], None]) -> None:
+    """Fit the neural cache of ``best`` on the validation split: its weights for likelihood, then for
+    sampling (``composer.formfit``: songs that repeat bars as the held-out pieces do)."""
+    from composer.formfit import fit_checkpoint_sampling
+
+    val = [corpus.piece_tokens(p) for p in corpus.pieces("val")]
+    fit = fit_checkpoint_cache(best, val, say)
+    if fit is not None and fit.config.enabled:
+        fit_checkpoint_sampling(best, [corpus.tokenizer.decode(ids) for ids in val], say)
 
 
 # ------------------------------------------------------------------------------------------- the run

@@ -95,7 +95,9 @@ def test_bank_matches_whole_piece_scoring() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [{"lam": 1.5}, {"theta": -1.0}, {"size": 0}, {"nope": 1}])
+@pytest.mark.parametrize(
+    "bad", [{"lam": 1.5}, {"theta": -1.0}, {"size": 0}, {"nope": 1}, {"sample_lam": 1.2}, {"sample_lam": "a"}]
+)
 def test_config_refuses_bad_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
         CacheConfig.from_dict(bad)

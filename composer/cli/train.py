@@ -291,6 +291,12 @@ def cache_summary(stored: Any) -> str:
     fit = stored.get("fit")
     if isinstance(fit, dict) and fit.get("nll_model") is not None and fit.get("nll_cache") is not None:
         text += f" (fit: {fit['nll_model']:.2f} -> {fit['nll_cache']:.2f} nats/token on {_fit_data(fit)})"
+    sampling = fit.get("sampling") if isinstance(fit, dict) else None
+    if c.get("sample_lam") is not None and isinstance(sampling, dict):
+        text += (
+            f"; sampling lambda {c['sample_lam']:g} (songs repeat bars like the held-out music: "
+            f"{float(sampling.get('reference_share') or 0):.0%} of {sampling.get('bars')} bars)"
+        )
     return text
 
 
@@ -346,4 +352,11 @@ def fit_cache_command(checkpoint: Path, data: Path | None, max_tokens: int, devi
             f"  NLL on {fit.targets:,} tokens of {where}: {fit.nll_model:.4f} nats/token without the "
             f"cache, {fit.nll_cache:.4f} with it"
         )
+        if f.sampling is not None:
+            s = f.sampling
+            tried = ", ".join(f"{t['lam']:g}: {t['share'] or 0:.0%}" for t in s.tried)
+            click.echo(
+                f"  sampling lambda {s.sample_lam:g}: songs of {s.bars} bars repeat bars as the data's "
+                f"{s.reference_share:.0%} (by lambda: {tried})"
+            )
         click.echo(f"  stored in {', '.join(str(w) for w in f.written)}")

@@ -1,0 +1,118 @@
+"""The cache's weight for sampling, fitted so that songs repeat bars as often as the music does.
+
+The cache's ``lam`` is fitted for likelihood (``composer.cache.fit_cache``): the weight that predicts
+held-out tokens best. Sampled with that weight, songs repeat far fewer bars than the music they learned
+from: copying a whole bar means drawing a dozen tokens in a row from the cache, and at ``lam`` around 0.6
+one of them usually comes from the model instead. ``fit_sample_lambda`` samples a few short songs at
+each weight from ``lam`` up and keeps the one whose share of repeated bars (``composer.form``: bars equal
+to a bar at least 4 bars earlier) is closest, in ratio, to that of held-out pieces cut to the same
+number of bars, among those without loops. The result is stored as the cache's ``sample_lam``, which
+``generate`` uses; likelihood keeps ``lam``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from composer.cache import CacheConfig
+from composer.checkpoint import Checkpoint, load_checkpoint, save_cache
+from composer.form import bar_patterns, first_bars, form_summary
+from composer.midi import Score
+
+#: Weights tried, each at least the likelihood's ``lam``.
+SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+#: Songs per weight and their length in bars (the median held-out piece's, within these bounds).
+SONGS = 8
+MIN_BARS, MAX_BARS = 16, 48
+#: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
+EPS = 0.01
+
+
+@dataclass(frozen=True)
+class SampleLambdaFit:
+    sample_lam: float
+    reference_share: float  # repeated-bar share of the held-out pieces (first ``bars`` bars)
+    bars: int
+    tried: list[dict[str, Any]]  # {"lam", "share", "loops"} per weight tried
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_lam": self.sample_lam,
+            "reference_share": self.reference_share,
+            "bars": self.bars,
+            "songs": SONGS,
+            "tried": self.tried,
+        }
+
+
+def fit_sample_lambda(
+    ckpt: Checkpoint,
+    reference: Sequence[Score],
+    *,
+    lambdas: Sequence[float] = SAMPLE_LAMBDAS,
+    songs: int = SONGS,
+    seed: int = 0,
+    device: str = "cpu",
+) -> SampleLambdaFit | None:
+    """The sampling weight for ``ckpt``'s fitted cache, or None (no cache, or no bars to compare)."""
+    from composer.sample import Length, generate
+
+    cache = ckpt.cache
+    if cache is None or not cache.enabled:
+        return None
+    counts = [len(bar_patterns(s)) for s in reference if s.note_count]
+    if not counts:
+        return None
+    bars = int(np.clip(np.median(counts), MIN_BARS, MAX_BARS))
+    exact = form_summary([first_bars(s, bars) for s in reference]).exact
+    if exact is None:
+        return None
+    ref_share: float = exact
+    tried: list[dict[str, Any]] = []
+    for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
+        config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)
+        out = generate(ckpt, n=songs, length=Length(bars=bars), seed=seed, device=device, cache=config)
+        got = form_summary([s.score for s in out])
+        tried.append({"lam": float(lam), "share": got.exact, "loops": got.loops})
+
+    def distance(t: dict[str, Any]) -> float:
+        share = t["share"] if t["share"] is not None else 0.0
+        return abs(math.log((share + EPS) / (ref_share + EPS))) + (math.inf if t["loops"] else 0.0)
+
+    best = min(tried, key=distance)  # the first (smallest weight) among equals
+    if math.isinf(distance(best)):
+        best = tried[0]  # every weight loops somewhere: keep the likelihood's
+    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried)
+
+
+def fit_checkpoint_sampling(
+    path: str | os.PathLike[str],
+    reference: Sequence[Score],
+    say: Callable[[str], None] | None = None,
+    device: str = "cpu",
+) -> SampleLambdaFit | None:
+    """``fit_sample_lambda`` for the checkpoint at ``path``, stored there beside its cache fit."""
+    ckpt = load_checkpoint(path, device=device)
+    if ckpt.cache is None:
+        return None
+    if say is not None:
+        say("fitting the cache's sampling weight: songs' repeated bars against the held-out pieces'")
+    fit = fit_sample_lambda(ckpt, reference, device=device)
+    if fit is None:
+        return None
+    record = dict((ckpt.meta.get("cache") or {}).get("fit") or {})
+    record["sampling"] = fit.to_dict()
+    save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam), record)
+    if say is not None:
+        shares = ", ".join(f"{t['lam']:g}: {t['share'] or 0:.0%}" for t in fit.tried)
+        say(
+            f"cache sampling lambda {fit.sample_lam:g} (repeated bars over {fit.bars} bars: held-out "
+            f"{fit.reference_share:.0%}; samples by lambda {shares})"
+        )
+    return fit

@@ -1,0 +1,70 @@
+"""The cache's sampling weight: fitted on repeated bars, stored in the checkpoint, used by generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from composer.cache import CacheConfig
+from composer.checkpoint import load_checkpoint, save_cache
+from composer.corpus import Corpus
+from composer.form import bar_patterns, first_bars
+from composer.formfit import fit_checkpoint_sampling, fit_sample_lambda
+from composer.midi import Score
+from composer.sample import _cache_config
+from composer.train import train
+from tests.helpers_train import build_tiny_corpus, tiny_config
+
+torch.set_num_threads(1)
+
+
+def test_sampling_config_replaces_lambda_only() -> None:
+    c = CacheConfig(theta=1.0, lam=0.4, size=512, sample_lam=0.9)
+    assert c.sampling == CacheConfig(theta=1.0, lam=0.9, size=512)
+    assert CacheConfig.from_dict(c.to_dict()) == c
+    old = CacheConfig.from_dict({"theta": 1.0, "lam": 0.4, "size": 512})  # checkpoints before sample_lam
+    assert old.sample_lam is None and old.sampling is old
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Corpus]:
+    tmp = tmp_path_factory.mktemp("formfit")
+    corpus = build_tiny_corpus(tmp, n=12, bars=24)
+    cfg = tiny_config(max_steps=30, eval_every=30, fit_cache=False)
+    train(corpus, tmp / "run", cfg, progress=False, plot=False)
+    return tmp / "run" / "best", Corpus.open(corpus)
+
+
+def test_first_bars_keeps_the_notes_of_the_first_bars(run: tuple[Path, Corpus]) -> None:
+    _, corpus = run
+    score = corpus.tokenizer.decode(corpus.piece_tokens(corpus.pieces("train")[0]))
+    assert len(bar_patterns(score)) == 24
+    cut = first_bars(score, 5)
+    assert len(bar_patterns(cut)) == 5
+    assert bar_patterns(cut) == bar_patterns(score)[:5]
+    assert first_bars(score, 100) is score
+
+
+def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> None:
+    best, corpus = run
+    reference = [corpus.tokenizer.decode(corpus.piece_tokens(p)) for p in corpus.pieces("val")]
+    # no cache: nothing to fit
+    assert fit_checkpoint_sampling(best, reference) is None
+    save_cache(best, CacheConfig(theta=1.0, lam=0.5, size=256), {"targets": 1})
+    fit = fit_sample_lambda(load_checkpoint(best), reference, songs=2)
+    assert fit is not None
+    assert [t["lam"] for t in fit.tried] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    assert fit.sample_lam in [t["lam"] for t in fit.tried] and fit.bars == 24  # the median piece: 24 bars (16 to 48)
+    assert 0.0 <= fit.reference_share <= 1.0
+    stored = fit_checkpoint_sampling(best, reference)
+    assert stored is not None
+    ckpt = load_checkpoint(best)
+    assert ckpt.cache is not None and ckpt.cache.lam == 0.5 and ckpt.cache.sample_lam == stored.sample_lam
+    assert ckpt.meta["cache"]["fit"]["targets"] == 1  # the likelihood fit's record is kept
+    assert ckpt.meta["cache"]["fit"]["sampling"]["sample_lam"] == stored.sample_lam
+    used = _cache_config(ckpt, None)
+    assert used is not None and used.lam == stored.sample_lam
+    # pieces without notes give nothing to compare
+    assert fit_sample_lambda(ckpt, [Score()]) is None
