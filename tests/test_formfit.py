@@ -56,7 +56,8 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     fit = fit_sample_lambda(load_checkpoint(best), reference, songs=2)
     assert fit is not None
     assert [t["lam"] for t in fit.tried] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
-    assert fit.sample_lam in [t["lam"] for t in fit.tried] and fit.bars == 24  # the median piece: 24 bars (16 to 48)
+    assert fit.sample_lam in [t["lam"] for t in fit.tried]
+    assert fit.bars == 24  # the median piece: 24 bars (16 to 48)
     assert 0.0 <= fit.reference_share <= 1.0
     stored = fit_checkpoint_sampling(best, reference)
     assert stored is not None
