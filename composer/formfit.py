@@ -28,7 +28,7 @@ from composer.midi import Score
 #: Weights tried, each at least the likelihood's ``lam``.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 #: Songs per weight and their length in bars (the median held-out piece's, within these bounds).
-SONGS = 8
+SONGS = 16
 MIN_BARS, MAX_BARS = 16, 48
 #: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
 EPS = 0.01
