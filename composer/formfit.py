@@ -6,8 +6,9 @@ from: copying a whole bar means drawing a dozen tokens in a row from the cache, 
 one of them usually comes from the model instead. ``fit_sample_lambda`` samples a few short songs at
 each weight from ``lam`` up and keeps the one whose share of repeated bars (``composer.form``: bars equal
 to a bar at least 4 bars earlier) is closest, in ratio, to that of held-out pieces cut to the same
-number of bars, among those without loops. The result is stored as the cache's ``sample_lam``, which
-``generate`` uses; likelihood keeps ``lam``.
+number of bars, among those without loops. Music that hardly repeats a bar (under 5%, like the Bach
+chorales) has no form to match and keeps ``lam``. The result is stored as the cache's ``sample_lam``,
+which ``generate`` uses; likelihood keeps ``lam``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SONGS = 16
 MIN_BARS, MAX_BARS = 16, 48
 #: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
 EPS = 0.01
+#: Music that repeats fewer of its bars than this has no form to match: sampling keeps ``lam``.
+MIN_REFERENCE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ def fit_sample_lambda(
     if exact is None:
         return None
     ref_share: float = exact
+    if ref_share < MIN_REFERENCE_SHARE:
+        return SampleLambdaFit(cache.lam, ref_share, bars, [])
     tried: list[dict[str, Any]] = []
     for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
         config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)

@@ -69,3 +69,12 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     assert used is not None and used.lam == stored.sample_lam
     # pieces without notes give nothing to compare
     assert fit_sample_lambda(ckpt, [Score()]) is None
+
+
+def test_music_without_repeats_keeps_the_likelihood_weight(run: tuple[Path, Corpus]) -> None:
+    best, corpus = run
+    save_cache(best, CacheConfig(theta=1.0, lam=0.3, size=256), {"targets": 1})
+    score = corpus.tokenizer.decode(corpus.piece_tokens(corpus.pieces("val")[0]))
+    # one bar per piece: nothing can repeat from 4 bars back
+    fit = fit_sample_lambda(load_checkpoint(best), [first_bars(score, 1)] * 3)
+    assert fit is not None and fit.sample_lam == 0.3 and fit.tried == [] and fit.reference_share == 0.0
