@@ -28,9 +28,11 @@ from composer.midi import Score
 
 #: Weights tried, each at least the likelihood's ``lam``.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-#: Songs per weight and their length in bars (the median held-out piece's, within these bounds).
+#: Songs per weight and their length in bars: the median held-out piece's, within these bounds, and at
+#: most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
 SONGS = 16
 MIN_BARS, MAX_BARS = 16, 48
+SONG_TOKENS = 1500
 #: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
 EPS = 0.01
 #: Music that repeats fewer of its bars than this has no form to match: sampling keeps ``lam``.
@@ -72,7 +74,10 @@ def fit_sample_lambda(
     counts = [len(bar_patterns(s)) for s in reference if s.note_count]
     if not counts:
         return None
-    bars = int(np.clip(np.median(counts), MIN_BARS, MAX_BARS))
+    per_bar = np.median(
+        [len(ckpt.tokenizer.encode(s)[0]) / len(bar_patterns(s)) for s in reference if s.note_count]
+    )
+    bars = int(np.clip(min(np.median(counts), SONG_TOKENS / max(per_bar, 1.0)), MIN_BARS, MAX_BARS))
     exact = form_summary([first_bars(s, bars) for s in reference]).exact
     if exact is None:
         return None
@@ -82,7 +87,9 @@ def fit_sample_lambda(
     tried: list[dict[str, Any]] = []
     for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
         config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)
-        out = generate(ckpt, n=songs, length=Length(bars=bars), seed=seed, device=device, cache=config)
+        # a token budget, not bars: a song that stops writing bar lines must not run on
+        length = Length(tokens=max(1, round(bars * per_bar)))
+        out = generate(ckpt, n=songs, length=length, seed=seed, device=device, cache=config)
         got = form_summary([s.score for s in out])
         tried.append({"lam": float(lam), "share": got.exact, "loops": got.loops})
 
