@@ -121,7 +121,12 @@ def fit_checkpoint_sampling(
     record = dict((ckpt.meta.get("cache") or {}).get("fit") or {})
     record["sampling"] = fit.to_dict()
     save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam), record)
-    if say is not None:
+    if say is not None and not fit.tried:
+        say(
+            f"cache sampling lambda {fit.sample_lam:g}, as for likelihood: the held-out pieces repeat "
+            f"{fit.reference_share:.0%} of their bars, too few to match"
+        )
+    elif say is not None:
         shares = ", ".join(f"{t['lam']:g}: {t['share'] or 0:.0%}" for t in fit.tried)
         say(
             f"cache sampling lambda {fit.sample_lam:g} (repeated bars over {fit.bars} bars: held-out "

@@ -358,5 +358,8 @@ def fit_cache_command(checkpoint: Path, data: Path | None, max_tokens: int, devi
             click.echo(
                 f"  sampling lambda {s.sample_lam:g}: songs of {s.bars} bars repeat bars as the data's "
                 f"{s.reference_share:.0%} (by lambda: {tried})"
+                if s.tried
+                else f"  sampling lambda {s.sample_lam:g}, as for likelihood: the data repeats "
+                f"{s.reference_share:.0%} of its bars, too few to match"
             )
         click.echo(f"  stored in {', '.join(str(w) for w in f.written)}")
