@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py
+from machine import cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
 
 from composer.cache import CacheConfig  # noqa: E402
 from composer.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from composer.corpus import Corpus, build_corpus  # noqa: E402
+from composer.corpus import Corpus  # noqa: E402
 from composer.form import FormSummary, bar_patterns, first_bars, form_summary  # noqa: E402
 from composer.midi import Score  # noqa: E402
 from composer.sample import Length, generate  # noqa: E402
@@ -111,15 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((name, ckpt, Corpus.open(ckpt.meta["corpus"]["path"])))
         corpora: list[tuple[str, Path]] = [(c.name, c) for c in args.corpus or []]
         if not corpora and not runs:
-            for name, srcs in SOURCES.items():
-                srcs = [s for s in srcs if s.exists()]
-                if not srcs:
-                    print(f"{name}: not here, skipped")
-                    continue
-                out = work / f"corpus-{name.split()[0]}"
-                if not (out / "manifest.json").exists():
-                    build_corpus(srcs, out, encoding="beat", workers=1)
-                corpora.append((name, out))
+            corpora = source_corpora(SOURCES, work)
         for name, path in corpora:
             run = work / f"run-{name.split()[0]}"
             cfg = TrainConfig(device="cpu", num_threads=1, max_minutes=args.minutes, seed=1337)

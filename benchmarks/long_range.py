@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402 - benchmarks/machine.py
+from machine import cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
 
 from composer.cache import CacheConfig, cached_nlls, fit_cache, piece_scores, window_scores  # noqa: E402
 from composer.checkpoint import load_checkpoint  # noqa: E402
-from composer.corpus import Corpus, build_corpus  # noqa: E402
+from composer.corpus import Corpus  # noqa: E402
 from composer.form import copyable_mask  # noqa: E402
 from composer.train import train  # noqa: E402
 from composer.train_config import TrainConfig  # noqa: E402
@@ -200,15 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         corpora: list[tuple[str, Path]] = [(c.name, c) for c in args.corpus or []]
         if not corpora:
-            for name, srcs in SOURCES.items():
-                srcs = [s for s in srcs if s.exists()]
-                if not srcs:
-                    print(f"{name}: not here, skipped")
-                    continue
-                out = work / f"corpus-{name}"
-                if not (out / "manifest.json").exists():
-                    build_corpus(srcs, out, encoding="beat", workers=1, val_fraction=VAL_FRACTION)
-                corpora.append((name, out))
+            corpora = source_corpora(SOURCES, work, val_fraction=VAL_FRACTION)
         if not corpora:
             print("no long-piece corpus found: nothing to measure")
             return 0

@@ -14,3 +14,21 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def source_corpora(sources: dict, work, **build_options) -> list:
+    """(name, corpus folder) for each named list of MIDI folders that exists here, built once into
+    ``work`` (``composer.corpus.build_corpus`` with ``build_options``); prints the ones skipped."""
+    from composer.corpus import build_corpus
+
+    out = []
+    for name, srcs in sources.items():
+        srcs = [s for s in srcs if s.exists()]
+        if not srcs:
+            print(f"{name}: not here, skipped")
+            continue
+        folder = work / f"corpus-{name.split()[0]}"
+        if not (folder / "manifest.json").exists():
+            build_corpus(srcs, folder, encoding="beat", workers=1, **build_options)
+        out.append((name, folder))
+    return out
