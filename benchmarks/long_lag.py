@@ -124,6 +124,7 @@ def run_config(args: argparse.Namespace, window: int, max_steps: int) -> TrainCo
         embed_dim=args.hidden,
         hidden_size=args.hidden,
         num_layers=args.layers,
+        tie_weights=not args.untied,
         dropout=0.0,
         batch_size=args.batch,
         window=window,
@@ -208,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--untied", action="store_true", help="an output layer of its own (not the embedding)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument(
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"long_lag on {datetime.date.today()}: {cpu_name()}, {platform.system()}, torch {torch.__version__}, "
-        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}, batch {args.batch}, lr {args.lr}, "
+        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}{' untied' if args.untied else ''}, batch {args.batch}, lr {args.lr}, "
         f"{args.distractors} distractor pitches, {args.minutes:g} min per row"
     )
     print()

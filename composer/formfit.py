@@ -6,7 +6,8 @@ from: copying a whole bar means drawing a dozen tokens in a row from the cache, 
 one of them usually comes from the model instead. ``fit_sample_lambda`` samples a few short songs at
 each weight from ``lam`` up and keeps the one whose share of repeated bars (``composer.form``: bars equal
 to a bar at least 4 bars earlier) is closest, in ratio, to that of held-out pieces cut to the same
-number of bars, among those without loops. Music that hardly repeats a bar (under 5%, like the Bach
+number of bars, among those without loops; where two neighbouring weights' shares bracket the
+reference, the weight between them that the line through them predicts is tried too. Music that hardly repeats a bar (under 5%, like the Bach
 chorales) has no form to match and keeps ``lam``. The result is stored as the cache's ``sample_lam``,
 which ``generate`` uses; likelihood keeps ``lam``.
 """
@@ -30,7 +31,7 @@ from composer.midi import Score
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 #: Songs per weight and their length in bars: the median held-out piece's, within these bounds, and at
 #: most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
-SONGS = 16
+SONGS = 24
 MIN_BARS, MAX_BARS = 16, 48
 SONG_TOKENS = 1500
 #: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
@@ -45,13 +46,14 @@ class SampleLambdaFit:
     reference_share: float  # repeated-bar share of the held-out pieces (first ``bars`` bars)
     bars: int
     tried: list[dict[str, Any]]  # {"lam", "share", "loops"} per weight tried
+    songs: int = SONGS  # sampled at each weight
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "sample_lam": self.sample_lam,
             "reference_share": self.reference_share,
             "bars": self.bars,
-            "songs": SONGS,
+            "songs": self.songs,
             "tried": self.tried,
         }
 
@@ -83,15 +85,23 @@ def fit_sample_lambda(
         return None
     ref_share: float = exact
     if ref_share < MIN_REFERENCE_SHARE:
-        return SampleLambdaFit(cache.lam, ref_share, bars, [])
+        return SampleLambdaFit(cache.lam, ref_share, bars, [], songs)
     tried: list[dict[str, Any]] = []
-    for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
+    # a token budget, not bars: a song that stops writing bar lines must not run on
+    length = Length(tokens=max(1, round(bars * per_bar)))
+
+    def attempt(lam: float) -> None:
         config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)
-        # a token budget, not bars: a song that stops writing bar lines must not run on
-        length = Length(tokens=max(1, round(bars * per_bar)))
         out = generate(ckpt, n=songs, length=length, seed=seed, device=device, cache=config)
         got = form_summary([s.score for s in out])
         tried.append({"lam": float(lam), "share": got.exact, "loops": got.loops})
+
+    for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
+        attempt(lam)
+    between = crossing(tried, ref_share)
+    if between is not None and all(abs(t["lam"] - between) > 1e-9 for t in tried):
+        attempt(between)
+        tried.sort(key=lambda t: t["lam"])
 
     def distance(t: dict[str, Any]) -> float:
         share = t["share"] if t["share"] is not None else 0.0
@@ -100,7 +110,19 @@ def fit_sample_lambda(
     best = min(tried, key=distance)  # the first (smallest weight) among equals
     if math.isinf(distance(best)):
         best = tried[0]  # every weight loops somewhere: keep the likelihood's
-    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried)
+    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs)
+
+
+def crossing(tried: Sequence[dict[str, Any]], target: float) -> float | None:
+    """The weight where the repeated-bar share, linear between two neighbouring weights tried without
+    loops, reaches ``target`` (rounded to 0.005); None where no neighbours bracket it."""
+    for a, b in zip(tried, tried[1:], strict=False):
+        if a["loops"] or b["loops"] or a["share"] is None or b["share"] is None:
+            continue
+        if a["share"] < target <= b["share"]:
+            lam = a["lam"] + (target - a["share"]) / (b["share"] - a["share"]) * (b["lam"] - a["lam"])
+            return round(round(lam / 0.005) * 0.005, 3)
+    return None
 
 
 def fit_checkpoint_sampling(

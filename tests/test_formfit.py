@@ -11,7 +11,7 @@ from composer.cache import CacheConfig
 from composer.checkpoint import load_checkpoint, save_cache
 from composer.corpus import Corpus
 from composer.form import bar_patterns, first_bars
-from composer.formfit import fit_checkpoint_sampling, fit_sample_lambda
+from composer.formfit import crossing, fit_checkpoint_sampling, fit_sample_lambda
 from composer.midi import Score
 from composer.sample import _cache_config
 from composer.train import train
@@ -55,7 +55,9 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     save_cache(best, CacheConfig(theta=1.0, lam=0.5, size=256), {"targets": 1})
     fit = fit_sample_lambda(load_checkpoint(best), reference, songs=2)
     assert fit is not None
-    assert [t["lam"] for t in fit.tried] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    lams = [t["lam"] for t in fit.tried]
+    grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    assert set(grid) <= set(lams) and len(lams) <= len(grid) + 1 and lams == sorted(lams)
     assert fit.sample_lam in [t["lam"] for t in fit.tried]
     assert fit.bars == 24  # the median piece: 24 bars (16 to 48)
     assert 0.0 <= fit.reference_share <= 1.0
@@ -78,3 +80,17 @@ def test_music_without_repeats_keeps_the_likelihood_weight(run: tuple[Path, Corp
     # one bar per piece: nothing can repeat from 4 bars back
     fit = fit_sample_lambda(load_checkpoint(best), [first_bars(score, 1)] * 3)
     assert fit is not None and fit.sample_lam == 0.3 and fit.tried == [] and fit.reference_share == 0.0
+
+
+def test_crossing_interpolates_between_the_weights_that_bracket_the_reference() -> None:
+    tried = [
+        {"lam": 0.6, "share": 0.05, "loops": 0},
+        {"lam": 0.8, "share": 0.25, "loops": 0},
+        {"lam": 0.9, "share": 0.55, "loops": 0},
+    ]
+    assert crossing(tried, 0.40) == 0.85  # a third of the way from 0.25 to 0.55
+    assert crossing(tried, 0.15) == 0.7
+    assert crossing(tried, 0.60) is None  # beyond every weight tried
+    assert crossing(tried, 0.01) is None
+    looped = [tried[0], {**tried[1], "loops": 2}, tried[2]]
+    assert crossing(looped, 0.15) is None  # never between weights whose songs loop
