@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"long_lag on {datetime.date.today()}: {cpu_name()}, {platform.system()}, torch {torch.__version__}, "
-        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}{' untied' if args.untied else ''}, batch {args.batch}, lr {args.lr}, "
+        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}{' untied' if args.untied else ''}, "
+        f"batch {args.batch}, lr {args.lr}, "
         f"{args.distractors} distractor pitches, {args.minutes:g} min per row"
     )
     print()
