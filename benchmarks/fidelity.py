@@ -528,8 +528,8 @@ def compare_encoding(name: str, score: Score, tok: Tokenizer) -> FileResult:
             return np.abs(np.log2(q1 / q)) <= half_bin + np.log2(1 + 0.5 / q1) + 1e-12
 
         ok["tempo"] = near(q0)
-        clamped = (q0 < c.tempo_min * 0.98) | (q0 > c.tempo_max * 1.02)
-        if clamped.any():  # a tempo outside the encoding's range is clamped by design (and counted)
+        clamped = ~tok.tempo_kept(q0)
+        if clamped.any():  # a tempo the grid cannot keep is clamped by design (and counted by the encoder)
             by_design["tempos_clamped"] = int((clamped & ~ok["tempo"]).sum())
             ok["tempo"] |= clamped
         # a tempo change off the grid moves to the nearest grid step, and so does a note: a note that

@@ -162,6 +162,7 @@ def run_one(args: argparse.Namespace, lag: int, window: int, work: Path) -> dict
             return
         c = recall_test(model, corpus)
         last_check[:] = [c]
+        print(f"  q={lag} window={window} step {step}: recall {c.accuracy:.3f}", file=sys.stderr, flush=True)
         if c.accuracy >= args.solved_share:
             found.update(step=step, accuracy=c.accuracy)
             raise Solved
