@@ -864,3 +864,19 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
     res = runner.invoke(main, ["info", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no such checkpoint" in res.output
 
+
+def test_cli_no_tie_weights_gives_the_model_its_own_output_layer(corpus: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from composer.cli import main
+
+    run = tmp_path / "untied"
+    small = ["--batch-size", "2", "--window", "16", "--threads", "1", "--device", "cpu", "--no-fit-cache"]
+    runner = CliRunner()
+    res = runner.invoke(
+        main, ["train", str(corpus), "-o", str(run), "--max-steps", "1", "--no-tie-weights", *small]
+    )
+    assert res.exit_code == 0, res.output
+    assert read_checkpoint(run / "last").meta["model_config"]["tie_weights"] is False
+    res = runner.invoke(main, ["info", str(run)])
+    assert res.exit_code == 0 and "LSTM 2 x 256" in res.output and "tied embedding" not in res.output

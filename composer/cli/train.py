@@ -62,6 +62,12 @@ LR_DEFAULTS = ", ".join(f"{preset} {_sci(lr)}" for preset, lr in PRESET_LR.items
     type=click.Choice(list(PRESETS)),
     help="Model size: small (CPU minutes), medium, large (3 x 512, for a GPU).",
 )
+@config_option(
+    "--tie-weights/--no-tie-weights",
+    field="tie_weights",
+    help="Share the embedding matrix with the output layer [default: the preset's, tied]; untied is what "
+    "learnt benchmarks/long_lag.py's 1,000-token lag.",
+)
 @device_option(
     default=str(DEFAULTS["device"]), help="Where to train; auto picks CUDA, then MPS, then the CPU."
 )
