@@ -310,8 +310,8 @@ class _Run:
                 )
         else:
             self.model = LSTMModel(wanted).to(device)
-            if config.chrono_init:
-                self.model.chrono_init(config.chrono_init)
+            if config.chrono_tokens:
+                self.model.chrono_init(config.chrono_tokens)
         if self.dist.rank:
             torch.manual_seed(config.seed + self.dist.rank)  # different dropout masks per process
         self.optimizer = make_optimizer(self.model, config, device)

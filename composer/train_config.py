@@ -67,8 +67,9 @@ class TrainConfig:
     cell_penalty: float = 1e-3  # 0 = off
     cell_limit: float = 5.0
     # chrono initialisation of the gate biases for time scales up to this many tokens (Tallec & Ollivier
-    # 2018; composer.model.LSTMModel.chrono_init); 0 = off (a forget-gate bias of 1)
-    chrono_init: int = 0
+    # 2018; composer.model.LSTMModel.chrono_init); None = twice the window, 0 = off (a forget-gate bias
+    # of 1). README's long-range benchmark says why it is on by default.
+    chrono_init: int | None = None
     fit_cache: bool = True  # fit the neural cache (composer/cache.py) on the validation split at the end
     # --- stopping
     max_steps: int = 6000
@@ -115,9 +116,10 @@ class TrainConfig:
         check_range("grad_accum", self.grad_accum, 1, 4096)
         check_range("cell_penalty", self.cell_penalty, 0.0, 1e3, (int, float))
         check_range("cell_limit", self.cell_limit, 0.0, 1e6, (int, float))
-        check_range("chrono_init", self.chrono_init, 0, 1 << 24)
-        if 0 < self.chrono_init < 3:
-            raise ConfigError(f"chrono_init must be 0 (off) or at least 3 tokens, got {self.chrono_init}")
+        if self.chrono_init is not None:
+            check_range("chrono_init", self.chrono_init, 0, 1 << 24)
+            if 0 < self.chrono_init < 3:
+                raise ConfigError(f"chrono_init must be 0 (off) or at least 3 tokens, got {self.chrono_init}")
         if not isinstance(self.fit_cache, bool):
             raise ConfigError(f"fit_cache must be true or false, got {self.fit_cache!r}")
         check_range("max_steps", self.max_steps, 1, 1 << 40)
@@ -144,6 +146,13 @@ class TrainConfig:
     @property
     def peak_lr(self) -> float:
         return float(self.lr if self.lr is not None else PRESET_LR[self.preset])
+
+    @property
+    def chrono_tokens(self) -> int:
+        """The chrono initialisation's longest time scale in tokens; 0: off."""
+        if self.chrono_init is not None:
+            return self.chrono_init
+        return 2 * self.window if 2 * self.window >= 3 else 0
 
     @property
     def final_lr(self) -> float:

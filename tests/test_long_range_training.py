@@ -74,3 +74,16 @@ def test_chrono_init_sets_the_first_steps_biases(corpus: Path, tmp_path: Path) -
 def test_bad_chrono_init_is_refused(value: object) -> None:
     with pytest.raises(ConfigError, match="chrono_init"):
         tiny_config(chrono_init=value)
+
+
+@pytest.mark.parametrize(("given", "t_max"), [({}, 64), ({"window": 1}, 0), ({"chrono_init": 0}, 0)])
+def test_chrono_is_on_by_default_at_twice_the_window(given: dict, t_max: int) -> None:
+    assert tiny_config(**given).chrono_tokens == t_max  # tiny_config's window is 32
+
+
+def test_chrono_init_0_keeps_the_plain_forget_bias(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=1, eval_every=1, chrono_init=0, lr=1e-6, min_lr=0.0, fit_cache=False)
+    train(corpus, tmp_path / "run", cfg, progress=False, plot=False)
+    model = load_checkpoint(tmp_path / "run" / "last").model
+    h = model.config.hidden_size
+    torch.testing.assert_close(model.lstm.bias_ih_l0.detach()[h : 2 * h], torch.ones(h), atol=1e-3, rtol=0)

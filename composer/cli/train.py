@@ -175,7 +175,7 @@ LR_DEFAULTS = ", ".join(f"{preset} {_sci(lr)}" for preset, lr in PRESET_LR.items
     field="chrono_init",
     type=click.IntRange(min=0, max=1 << 24),
     help="Chrono initialisation of the LSTM gate biases (Tallec & Ollivier 2018) for time scales up to "
-    "this many tokens, e.g. twice --window; 0: off (forget-gate bias 1).",
+    "this many tokens [default: twice --window]; 0: off (forget-gate bias 1).",
 )
 @config_option(
     "--fit-cache/--no-fit-cache",
