@@ -9,7 +9,8 @@ first across the q distractors. Here the symbols are notes and the sequences rea
   pitch again; the distractor count is set so that the lag in ``beat`` tokens (from the first PITCH token
   to the last) is q, plus up to q/10 at random as in the paper (so the end cannot be found by counting);
 * the files go through ``composer.corpus.build_corpus`` and ``composer.train.train`` as a user's would
-  (only the model size, window, learning rate and augmentation are set: see ``run_config``);
+  (only the model size, an untied output layer (``--tied`` ties it), the window, learning rate and
+  augmentation are set: see ``run_config``);
 * every ``--check-every`` steps the model is tested on the validation pieces: it reads each piece up to
   the last note and must give the right opening pitch the higher probability of the two. **Solved** when
   it does for at least ``--solved-share`` of them; the table gives the training sequences seen until
@@ -124,7 +125,7 @@ def run_config(args: argparse.Namespace, window: int, max_steps: int) -> TrainCo
         embed_dim=args.hidden,
         hidden_size=args.hidden,
         num_layers=args.layers,
-        tie_weights=not args.untied,
+        tie_weights=args.tied,
         dropout=0.0,
         batch_size=args.batch,
         window=window,
@@ -210,7 +211,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=1)
-    ap.add_argument("--untied", action="store_true", help="an output layer of its own (not the embedding)")
+    ap.add_argument(
+        "--tied", action="store_true", help="the output layer tied to the embedding (the presets' default)"
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument(
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"long_lag on {datetime.date.today()}: {cpu_name()}, {platform.system()}, torch {torch.__version__}, "
-        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}{' untied' if args.untied else ''}, "
+        f"1 thread; model 1 x {args.hidden} LSTM x {args.layers}{' tied' if args.tied else ' untied'}, "
         f"batch {args.batch}, lr {args.lr}, "
         f"{args.distractors} distractor pitches, {args.minutes:g} min per row"
     )
