@@ -861,6 +861,7 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
     res = runner.invoke(main, ["info", str(run)])
     assert res.exit_code == 0, res.output
     assert "steps  4" in res.output and "LSTM 2 x 256" in res.output and str(corpus) in res.output
+    assert "chrono_init 64 (twice the window)" in res.output
     res = runner.invoke(main, ["info", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no such checkpoint" in res.output
 

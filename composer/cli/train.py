@@ -276,9 +276,15 @@ def _info_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     tc = s["train_config"] or {}
-    keys = ("preset", "batch_size", "window", "lr", "max_steps", "seed", "device", "amp")
+    keys: tuple[str, ...] = ("preset", "batch_size", "window", "lr", "max_steps", "seed", "device", "amp")
     if tc.get("lr") is None and tc.get("preset") in PRESET_LR:  # the preset's rate was used
         tc = {**tc, "lr": f"{PRESET_LR[tc['preset']]:g} (the preset's)"}
+    if "chrono_init" in tc:
+        chrono, window = tc["chrono_init"], tc.get("window")
+        if chrono is None and isinstance(window, int):
+            chrono = f"{2 * window} (twice the window)"
+        tc = {**tc, "chrono_init": "off" if chrono == 0 else chrono}
+        keys = (*keys, "chrono_init")
     rows.append(("training", ", ".join(f"{k} {tc[k]}" for k in keys if k in tc)))
     rows.append(("cache", cache_summary(s.get("cache"))))
     rows.append(("written", f"{s['created']} by composer {s['composer_version']}"))
