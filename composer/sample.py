@@ -489,6 +489,29 @@ def _rows(out: list[np.ndarray], prefix: np.ndarray, eos: int, n: int) -> list[n
 # ---------------------------------------------------------------------------------------------- songs
 
 
+_MMAP_THRESHOLD = 1 << 16
+
+
+def _fixed_mmap_threshold() -> None:
+    """Have glibc serve every allocation of 64 KiB and up with its own mapping, returned when freed.
+
+    The cache's per-step buffers grow with the song; under glibc's default, whose threshold rises with
+    each freed block, they come from the heap instead and fragment it until a long batch of songs with
+    the cache holds many GB (README, Form). A MALLOC_MMAP_THRESHOLD_ set by the user wins; elsewhere (not
+    glibc) this does nothing."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, _MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; fixing it also stops its growth
+    except (OSError, AttributeError):
+        pass
+
+
 def generate(
     checkpoint: str | os.PathLike[str] | Checkpoint | None,
     n: int = 4,
@@ -515,6 +538,7 @@ def generate(
     """
     from composer.device import resolve_device
 
+    _fixed_mmap_threshold()
     length = length if length is not None else Length()
     check_sampling_options(temperature, top_k, top_p)
     check_bpm(bpm)
