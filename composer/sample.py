@@ -26,6 +26,7 @@ the same checkpoint, options and seed give byte-identical files on a given machi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -492,13 +493,14 @@ def _rows(out: list[np.ndarray], prefix: np.ndarray, eos: int, n: int) -> list[n
 _MMAP_THRESHOLD = 1 << 16
 
 
+@functools.cache
 def _fixed_mmap_threshold() -> None:
     """Have glibc serve every allocation of 64 KiB and up with its own mapping, returned when freed.
 
     The cache's per-step buffers grow with the song; under glibc's default, whose threshold rises with
     each freed block, they come from the heap instead and fragment it until a long batch of songs with
     the cache holds many GB (README, Form). A MALLOC_MMAP_THRESHOLD_ set by the user wins; elsewhere (not
-    glibc) this does nothing."""
+    glibc) this does nothing. Once per process."""
     import ctypes
     import ctypes.util
 

@@ -16,6 +16,7 @@ import click
 from composer.cache import FIT_TOKENS
 from composer.cli.base import echo_err
 from composer.cli.options import device_option, out_folder_option
+from composer.errors import ConfigError
 from composer.model import PRESETS
 from composer.train_config import PRESET_LR, TrainConfig
 
@@ -279,11 +280,13 @@ def _info_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     keys: tuple[str, ...] = ("preset", "batch_size", "window", "lr", "max_steps", "seed", "device", "amp")
     if tc.get("lr") is None and tc.get("preset") in PRESET_LR:  # the preset's rate was used
         tc = {**tc, "lr": f"{PRESET_LR[tc['preset']]:g} (the preset's)"}
-    if "chrono_init" in tc:
-        chrono, window = tc["chrono_init"], tc.get("window")
-        if chrono is None and isinstance(window, int):
-            chrono = f"{2 * window} (twice the window)"
-        tc = {**tc, "chrono_init": "off" if chrono == 0 else chrono}
+    if "chrono_init" in tc:  # checkpoints from before chrono init have no such field
+        try:
+            tokens = TrainConfig.from_dict(s["train_config"]).chrono_tokens
+        except ConfigError:  # a config this version cannot read: its stored value as it is
+            tokens = tc["chrono_init"]
+        chrono = f"{tokens} (twice the window)" if tc["chrono_init"] is None else tokens
+        tc = {**tc, "chrono_init": "off" if tokens == 0 else chrono}
         keys = (*keys, "chrono_init")
     rows.append(("training", ", ".join(f"{k} {tc[k]}" for k in keys if k in tc)))
     rows.append(("cache", cache_summary(s.get("cache"))))
