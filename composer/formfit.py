@@ -4,12 +4,13 @@ The cache's ``lam`` is fitted for likelihood (``composer.cache.fit_cache``): the
 held-out tokens best. Sampled with that weight, songs repeat far fewer bars than the music they learned
 from: copying a whole bar means drawing a dozen tokens in a row from the cache, and at ``lam`` around 0.6
 one of them usually comes from the model instead. ``fit_sample_lambda`` samples a few short songs at
-each weight from ``lam`` up and keeps the one whose share of repeated bars (``composer.form``: bars equal
-to a bar at least 4 bars earlier) is closest, in ratio, to that of held-out pieces cut to the same
-number of bars, among those without loops; where two neighbouring weights' shares bracket the
-reference, the weight between them that the line through them predicts is tried too. Music that
-hardly repeats a bar (under 5%, like the Bach chorales) has no form to match and keeps ``lam``. The
-result is stored as the cache's ``sample_lam``, which ``generate`` uses; likelihood keeps ``lam``.
+each weight from ``lam`` up (or, where songs at ``lam`` already repeat more than the music, as with game
+music full of exact repeats, from ``lam`` down) and keeps the one whose share of repeated bars
+(``composer.form``: bars equal to a bar at least 4 bars earlier) is closest, in ratio, to that of
+held-out pieces cut to the same number of bars, among those without loops; where two neighbouring
+weights' shares bracket the reference, the weight between them that the line through them predicts
+is tried too. Music that hardly repeats a bar (under 5%, like the Bach chorales) has no form to match
+and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses; likelihood keeps ``lam``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from composer.checkpoint import Checkpoint, load_checkpoint, save_cache
 from composer.form import bar_patterns, first_bars, form_summary
 from composer.midi import Score
 
-#: Weights tried, each at least the likelihood's ``lam``.
+#: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 #: Songs per weight and their length in bars: the median held-out piece's, within these bounds, and at
 #: most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
@@ -86,31 +87,61 @@ def fit_sample_lambda(
     ref_share: float = exact
     if ref_share < MIN_REFERENCE_SHARE:
         return SampleLambdaFit(cache.lam, ref_share, bars, [], songs)
-    tried: list[dict[str, Any]] = []
     # a token budget, not bars: a song that stops writing bar lines must not run on
     length = Length(tokens=max(1, round(bars * per_bar)))
 
-    def attempt(lam: float) -> None:
+    def attempt(lam: float) -> dict[str, Any]:
         config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)
         out = generate(ckpt, n=songs, length=length, seed=seed, device=device, cache=config)
         got = form_summary([s.score for s in out])
-        tried.append({"lam": float(lam), "share": got.exact, "loops": got.loops})
+        return {"lam": float(lam), "share": got.exact, "loops": got.loops}
 
-    for lam in sorted({cache.lam, *(x for x in lambdas if x > cache.lam)}):
-        attempt(lam)
-    between = crossing(tried, ref_share)
+    tried = search_weights(attempt, cache.lam, lambdas, ref_share)
+    best = closest(tried, ref_share)
+    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs)
+
+
+def search_weights(
+    attempt: Callable[[float], dict[str, Any]],
+    lam: float,
+    lambdas: Sequence[float],
+    target: float,
+) -> list[dict[str, Any]]:
+    """The weights tried, by ``attempt`` (one ``{"lam", "share", "loops"}`` each), sorted by weight.
+
+    ``lam`` first; where its songs repeat no more bars than ``target`` and do not loop, every weight
+    above it; otherwise (music full of exact repeats, whose likelihood weight is already high) the
+    weights below it, from the nearest down, until one falls to ``target``. Then the weight between
+    two neighbours that bracket ``target``, where there are such.
+    """
+    tried = [attempt(lam)]
+    first = tried[0]
+    overshoots = bool(first["loops"]) or (first["share"] is not None and first["share"] > target)
+    if overshoots:
+        for x in sorted((x for x in lambdas if x < lam), reverse=True):
+            tried.append(attempt(x))
+            if not tried[-1]["loops"] and (tried[-1]["share"] or 0.0) <= target:
+                break
+    else:
+        tried += [attempt(x) for x in sorted(x for x in lambdas if x > lam)]
+    tried.sort(key=lambda t: t["lam"])
+    between = crossing(tried, target)
     if between is not None and all(abs(t["lam"] - between) > 1e-9 for t in tried):
-        attempt(between)
+        tried.append(attempt(between))
         tried.sort(key=lambda t: t["lam"])
+    return tried
+
+
+def closest(tried: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The weight tried whose share is closest in ratio to ``target``, among those without loops (the
+    smallest among equals); the smallest weight where every one loops."""
 
     def distance(t: dict[str, Any]) -> float:
         share = t["share"] if t["share"] is not None else 0.0
-        return abs(math.log((share + EPS) / (ref_share + EPS))) + (math.inf if t["loops"] else 0.0)
+        return abs(math.log((share + EPS) / (target + EPS))) + (math.inf if t["loops"] else 0.0)
 
-    best = min(tried, key=distance)  # the first (smallest weight) among equals
-    if math.isinf(distance(best)):
-        best = tried[0]  # every weight loops somewhere: keep the likelihood's
-    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs)
+    best = min(tried, key=distance)
+    return tried[0] if math.isinf(distance(best)) else best
 
 
 def crossing(tried: Sequence[dict[str, Any]], target: float) -> float | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +13,14 @@ from composer.cache import CacheConfig
 from composer.checkpoint import load_checkpoint, save_cache
 from composer.corpus import Corpus
 from composer.form import bar_patterns, first_bars
-from composer.formfit import crossing, fit_checkpoint_sampling, fit_sample_lambda
+from composer.formfit import (
+    SAMPLE_LAMBDAS,
+    closest,
+    crossing,
+    fit_checkpoint_sampling,
+    fit_sample_lambda,
+    search_weights,
+)
 from composer.midi import Score
 from composer.sample import _cache_config
 from composer.train import train
@@ -94,3 +103,47 @@ def test_crossing_interpolates_between_the_weights_that_bracket_the_reference() 
     assert crossing(tried, 0.01) is None
     looped = [tried[0], {**tried[1], "loops": 2}, tried[2]]
     assert crossing(looped, 0.15) is None  # never between weights whose songs loop
+
+
+def _fake_attempt(
+    shares: dict[float, float], calls: list[float], loops_above: float = 2.0
+) -> Callable[[float], dict[str, Any]]:
+    def attempt(lam: float) -> dict[str, Any]:
+        calls.append(lam)
+        share = shares.get(lam, lam / 4)  # repeats grow with the weight
+        return {"lam": lam, "share": share, "loops": int(lam > loops_above)}
+
+    return attempt
+
+
+def test_weights_go_up_from_lam_when_its_songs_repeat_too_little() -> None:
+    calls: list[float] = []
+    shares = {0.5: 0.05, 0.6: 0.08, 0.7: 0.12, 0.8: 0.2, 0.825: 0.24, 0.85: 0.3, 0.9: 0.4, 0.95: 0.5}
+    tried = search_weights(_fake_attempt(shares, calls), 0.5, SAMPLE_LAMBDAS, 0.25)
+    assert calls[:7] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    assert calls[7:] == [0.825]  # between 0.8 (20%) and 0.85 (30%)
+    assert [t["lam"] for t in tried] == sorted(calls)
+    assert closest(tried, 0.25)["lam"] == 0.825
+
+
+def test_weights_go_down_from_lam_when_its_songs_repeat_too_much() -> None:
+    # game music: the likelihood's weight is high, and its songs repeat twice the held-out share
+    calls: list[float] = []
+    shares = {0.9: 0.19, 0.85: 0.15, 0.8: 0.11, 0.75: 0.095, 0.7: 0.07, 0.6: 0.05}
+    tried = search_weights(_fake_attempt(shares, calls), 0.9, SAMPLE_LAMBDAS, 0.09)
+    assert calls[:4] == [0.9, 0.85, 0.8, 0.7]  # down until a weight falls to the reference
+    assert calls[4:] == [0.75]  # between 0.7 (7%) and 0.8 (11%)
+    assert 0.6 not in calls and 0.95 not in calls
+    assert closest(tried, 0.09)["lam"] == 0.75
+
+
+def test_songs_that_loop_at_lam_send_the_search_down() -> None:
+    calls: list[float] = []
+    tried = search_weights(_fake_attempt({}, calls, loops_above=0.8), 0.9, SAMPLE_LAMBDAS, 0.5)
+    assert calls[:3] == [0.9, 0.85, 0.8]  # 0.8 is the first without loops, and under 50%
+    best = closest(tried, 0.5)
+    assert best["lam"] == 0.8 and not best["loops"]
+    # every weight loops: the smallest tried
+    calls.clear()
+    tried = search_weights(_fake_attempt({}, calls, loops_above=0.0), 0.9, SAMPLE_LAMBDAS, 0.5)
+    assert closest(tried, 0.5)["lam"] == 0.6 and calls == [0.9, 0.85, 0.8, 0.7, 0.6]
