@@ -10,7 +10,8 @@ music full of exact repeats, from ``lam`` down) and keeps the one whose share of
 held-out pieces cut to the same number of bars, among those without loops; where two neighbouring
 weights' shares bracket the reference, the weight between them that the line through them predicts
 is tried too. Music that hardly repeats a bar (under 5%, like the Bach chorales) has no form to match
-and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses; likelihood keeps ``lam``.
+and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses;
+likelihood keeps ``lam``.
 """
 
 from __future__ import annotations
