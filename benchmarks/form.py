@@ -4,7 +4,8 @@ For a folk corpus (Nottingham, ``../shared/midi/nottingham``) and a pop-like mul
 game music in ``/tmp/debmidi``; ``../shared/README.md`` says how to get it), or ``--corpus DIR`` /
 ``--checkpoint NAME=RUN`` for your own: the default model is trained for ``--minutes`` CPU-minutes
 (``composer.train.train``, 1 thread; a ``--checkpoint`` is used as it is), then ``--songs`` songs of as
-many bars as the median validation piece (32 at least, 96 at most) are sampled with the checkpoint's
+many bars as the median validation piece (32 at least, 96 at most; a budget of 1.5 times its tokens, so
+that a song that stops writing bar lines cannot hold the batch) are sampled with the checkpoint's
 neural cache at its sampling weight (``composer.formfit``, fitted at the end of training on the same
 validation pieces, with other songs: seed 0 there, ``--seed`` 1 here), at its likelihood weight, and
 without it, and compared with the validation pieces cut to the same number of bars:
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import platform
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,6 +52,8 @@ SOURCES = {
 }
 MIN_BARS, MAX_BARS = 32, 96
 TOLERANCE = 0.25
+#: Tokens a song may have: this many times the reference's median tokens a bar, times the bars.
+BUDGET = 1.5
 
 
 def reference_scores(ckpt: Checkpoint, corpus: Corpus) -> list[Score]:
@@ -79,13 +84,18 @@ def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespac
         modes.insert(0, (f"cache at the likelihood's lambda {c.lam:g}", replace(c, sample_lam=None)))
         if c.sample_lam is not None:
             modes.insert(0, (f"cache at the sampling lambda {c.sample_lam:g}", True))
+    # a token budget, not bars: one song that stops writing bar lines would keep the whole batch
+    # stepping to the bar cap (1,500 tokens a bar); songs are cut to ``bars`` bars like the reference
+    tok = ckpt.tokenizer
+    per_bar = np.median([len(tok.encode(s)[0]) / len(bar_patterns(s)) for s in ref_full if s.note_count])
+    length = Length(tokens=math.ceil(BUDGET * bars * per_bar))
     for label, cache in modes:
-        songs = generate(
-            ckpt, n=args.songs, length=Length(bars=bars), seed=args.seed, device="cpu", cache=cache
-        )
-        summ = form_summary([s.score for s in songs])
+        t0 = time.perf_counter()
+        songs = generate(ckpt, n=args.songs, length=length, seed=args.seed, device="cpu", cache=cache)
+        summ = form_summary([first_bars(s.score, bars) for s in songs])
         rows.append(row(name, f"{args.songs} samples, {label}", summ, ref_sum))
-        print(f"{name}: {label}: exact {summ.exact}, loops {summ.loops}", flush=True)
+        secs = time.perf_counter() - t0
+        print(f"{name}: {label}: exact {summ.exact}, loops {summ.loops} ({secs:.0f} s)", flush=True)
     return rows
 
 

@@ -31,11 +31,12 @@ from composer.midi import Score
 
 #: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-#: Songs per weight and their length in bars: the median held-out piece's, within these bounds, and at
-#: most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
+#: Songs per weight and their length in bars: the median held-out piece's, within these bounds (32 at
+#: least: a song's share of repeated bars grows with its length, and form is about songs of 32 bars and
+#: more), and at most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
 SONGS = 24
-MIN_BARS, MAX_BARS = 16, 48
-SONG_TOKENS = 1500
+MIN_BARS, MAX_BARS = 32, 48
+SONG_TOKENS = 4000
 #: Added to both shares before their ratio is taken, so that 0 against 1% is not infinitely far.
 EPS = 0.01
 #: Music that repeats fewer of its bars than this has no form to match: sampling keeps ``lam``.

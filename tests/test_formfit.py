@@ -68,7 +68,7 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
     assert set(grid) <= set(lams) and len(lams) <= len(grid) + 1 and lams == sorted(lams)
     assert fit.sample_lam in [t["lam"] for t in fit.tried]
-    assert fit.bars == 24  # the median piece: 24 bars (16 to 48)
+    assert fit.bars == 32  # the median piece has 24 bars: songs get the least, 32 (32 to 48)
     assert 0.0 <= fit.reference_share <= 1.0
     stored = fit_checkpoint_sampling(best, reference)
     assert stored is not None
