@@ -22,7 +22,7 @@ class AugmentConfig:
     """On-the-fly augmentation, drawn per piece when a batch row starts it (``composer.batching``)."""
 
     transpose: int = 0  # up to this many semitones either way, kept inside the piece's pitch range
-    velocity_jitter: int = 1  # shift all velocities by up to this many bins either way
+    velocity_jitter: int = 0  # shift all velocities by up to this many bins either way (README: off)
     time_stretch: float = 0.05  # encodings with a time-stretch table: stretch by up to this fraction
     time_stretch_steps: int = 5  # distinct stretch factors in [1 - time_stretch, 1 + time_stretch]
 
@@ -87,7 +87,7 @@ class TrainConfig:
     # --- augmentation (``augment``), drawn per piece; transposition is off by default (README: it costs
     # likelihood on short runs)
     transpose: int = 0
-    velocity_jitter: int = 1
+    velocity_jitter: int = 0
     time_stretch: float = 0.05
     time_stretch_steps: int = 5
 

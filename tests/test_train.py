@@ -239,6 +239,17 @@ def test_time_stretch_tables_only_for_encodings_that_support_it(corpus: Path, tm
         assert aug.n_other == options and (aug.other is None) == (options == 1), c.tokenizer.config.encoding
 
 
+def test_default_training_feeds_a_beat_corpus_unchanged(corpus: Path) -> None:
+    # a corpus played at one velocity (the chorales) must be learnt at that velocity: jittered training
+    # spread the samples over three (velocity overlap 0.37 against 1.0 without it)
+    c = Corpus.open(corpus)
+    store = TokenStore(c.tokens, c.pieces(), torch.device("cpu"))
+    cfg = TrainConfig()
+    assert cfg.augment.velocity_jitter == 0 and cfg.augment.transpose == 0
+    aug = Augmenter(c.tokenizer, cfg.augment, store, torch.device("cpu"))
+    assert aug.pitch is None and aug.other is None and aug.n_other == 1
+
+
 def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Path) -> None:
     c = Corpus.open(corpus)
     tok = c.tokenizer
