@@ -77,6 +77,9 @@ def tiny_config(**overrides: Any) -> TrainConfig:
         "device": "cpu",
         "num_threads": 1,
         "seed": 7,
+        # the cache and form fits at the end of a run sample songs of 32+ bars: seconds each time; the tests
+        # of that step (test_formfit, test_cli_cache) ask for it
+        "fit_cache": False,
     }
     base.update(overrides)
     return TrainConfig(**base)

@@ -42,7 +42,8 @@ def test_cell_penalty_bounds_the_carried_cells(corpus: Path, tmp_path: Path) -> 
 
 
 def test_training_fits_the_cache_into_best(corpus: Path, tmp_path: Path) -> None:
-    train(corpus, tmp_path / "run", tiny_config(max_steps=10, eval_every=10), progress=False, plot=False)
+    cfg = tiny_config(max_steps=10, eval_every=10, fit_cache=True)
+    train(corpus, tmp_path / "run", cfg, progress=False, plot=False)
     meta = json.loads((tmp_path / "run" / "best" / "checkpoint.json").read_text())
     assert meta["cache"]["fit"]["targets"] > 0
     assert meta["cache"]["fit"]["nll_cache"] <= meta["cache"]["fit"]["nll_model"]

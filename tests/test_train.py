@@ -854,6 +854,7 @@ def test_cli_train_resume_and_info(corpus: Path, tmp_path: Path) -> None:
 
     run = tmp_path / "cli-run"
     small = ["--batch-size", "4", "--window", "32", "--eval-every", "2", "--threads", "1", "--device", "cpu"]
+    small += ["--no-fit-cache"]
     runner = CliRunner()
     aug = ["--transpose", "3", "--velocity-jitter", "0"]
     res = runner.invoke(main, ["train", str(corpus), "-o", str(run), "--max-steps", "2", *small, *aug])
