@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"sampling on {datetime.date.today()}: {cpu_name()}, {platform.system()}, torch {torch.__version__}")
+    today = datetime.date.today()
+    print(f"sampling on {today}: {cpu_name()}, {platform.system()}, torch {torch.__version__}")
     cells: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| temperature | top-p | mean OA over the corpora | vs T 1, top-p 1 |")
         print("|---:|---:|---:|---:|")
         keys = dict.fromkeys((c["temperature"], c["top_p"]) for c in cells)
-        avg = {k: float(np.mean([c["oa"] for c in cells if (c["temperature"], c["top_p"]) == k])) for k in keys}
+        avg = {
+            k: float(np.mean([c["oa"] for c in cells if (c["temperature"], c["top_p"]) == k])) for k in keys
+        }
         base_avg = avg.get((1.0, 1.0))
         for (t, p), v in avg.items():
             vs = "–" if base_avg is None else f"{v - base_avg:+.3f}"
