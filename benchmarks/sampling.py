@@ -3,13 +3,14 @@
 For the built-in Bach chorales (``corpora/bach``, as ``make demo`` builds it) and the Nottingham folk tunes
 (``../shared/midi/nottingham``), or ``--corpus DIR`` / ``--checkpoint NAME=RUN`` for your own: the default
 model is trained for ``--minutes`` CPU-minutes (``composer.train.train``, 1 thread; a ``--checkpoint`` is
-used as it is), then ``--songs`` songs as long as the median validation piece are sampled
-(``composer.sample.generate``, the checkpoint's own cache setting) at each temperature and top-p of the grid,
-with the same seeds in every cell, and compared with the validation pieces on Yang & Lerch's statistics
-(``composer.musicstats.compare_sets``: pitch classes, pitch range, polyphony, note density, inter-onset
-intervals, note lengths, velocity). The table gives each cell's mean overlapping area (OA; 1 = the same
-distributions) over ``--repeats`` sample seeds, its spread (max - min over the seeds), and the worst
-feature; the reference row is the sampler's default (temperature 1, no top-p).
+used as it is), then ``--songs`` songs of as many tokens as the median validation piece are sampled
+(``composer.sample.generate``, the checkpoint's own cache setting; ``--no-cache``: without it) at each
+temperature and top-p of the grid, with the same seeds in every cell, and compared with the validation
+pieces on Yang & Lerch's statistics (``composer.musicstats.compare_sets``: pitch classes, pitch range,
+polyphony, note density, inter-onset intervals, note lengths, velocity). The table gives each cell's mean
+overlapping area (OA; 1 = the same distributions) over ``--repeats`` sample seeds, its spread (max - min
+over the seeds), and the worst feature; the reference row is the sampler's default (temperature 1, no
+top-p).
 
     .venv/bin/python benchmarks/sampling.py --minutes 5
     .venv/bin/python benchmarks/sampling.py --checkpoint mine=checkpoints/mine
@@ -55,7 +56,8 @@ def reference_scores(ckpt: Checkpoint, corpus: Corpus) -> list[Score]:
 def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespace) -> list[dict]:
     ref_scores = reference_scores(ckpt, corpus)
     ref = FeatureSet.from_scores(ref_scores)
-    seconds = float(np.median([s.duration_seconds for s in ref_scores if s.note_count]))
+    # a length in tokens, not seconds: a song that stops moving time on (a collapse) cannot hold the batch
+    tokens = int(np.median([len(corpus.piece_tokens(p)) for p in corpus.pieces("val")]))
     out = []
     for t in args.temperatures:
         for p in args.top_ps:
@@ -63,8 +65,9 @@ def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespac
             oas, feats = [], []
             for r in range(args.repeats):
                 songs = generate(
-                    ckpt, n=args.songs, length=Length(seconds=seconds), seed=args.seed + r,
+                    ckpt, n=args.songs, length=Length(tokens=tokens), seed=args.seed + r,
                     temperature=t, top_p=None if p >= 1 else p, device="cpu",
+                    cache=False if args.no_cache else None,
                 )
                 cmp = compare_sets(ref, [s.score for s in songs])
                 oas.append(cmp.mean_oa)
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=TEMPERATURES)
     ap.add_argument("--top-ps", type=lambda s: [float(x) for x in s.split(",")], default=TOP_PS)
+    ap.add_argument("--no-cache", action="store_true", help="sample without the checkpoints' neural cache")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
