@@ -34,16 +34,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
+from machine import benchmark_runs, cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
 
 from composer.cache import CacheConfig  # noqa: E402
-from composer.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from composer.checkpoint import Checkpoint  # noqa: E402
 from composer.corpus import Corpus  # noqa: E402
 from composer.form import FormSummary, bar_patterns, first_bars, form_summary  # noqa: E402
 from composer.midi import Score  # noqa: E402
 from composer.sample import Length, generate  # noqa: E402
-from composer.train import train  # noqa: E402
-from composer.train_config import TrainConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "midi"
 SOURCES = {
@@ -114,19 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        runs: list[tuple[str, Checkpoint, Corpus]] = []
-        for item in args.checkpoint:
-            name, _, path = item.partition("=")
-            ckpt = load_checkpoint(path)
-            runs.append((name, ckpt, Corpus.open(ckpt.meta["corpus"]["path"])))
         corpora: list[tuple[str, Path]] = [(c.name, c) for c in args.corpus or []]
-        if not corpora and not runs:
+        if not corpora and not args.checkpoint:
             corpora = source_corpora(SOURCES, work)
-        for name, path in corpora:
-            run = work / f"run-{name.split()[0]}"
-            cfg = TrainConfig(device="cpu", num_threads=1, max_minutes=args.minutes, seed=1337)
-            train(path, run, cfg, progress=False, plot=False, overwrite=True)
-            runs.append((name, load_checkpoint(run), Corpus.open(path)))
+        runs = benchmark_runs(args.checkpoint, corpora, work, args.minutes)
         if not runs:
             print("no corpus found: nothing to measure")
             return 0

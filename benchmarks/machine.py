@@ -32,3 +32,26 @@ def source_corpora(sources: dict, work, **build_options) -> list:
             build_corpus(srcs, folder, encoding="beat", workers=1, **build_options)
         out.append((name, folder))
     return out
+
+
+def benchmark_runs(checkpoints: list, corpora: list, work, minutes: float, reuse: bool = False) -> list:
+    """(name, Checkpoint, Corpus) for each ``NAME=RUN`` in ``checkpoints`` (used as it is) and each
+    (name, corpus folder) in ``corpora``: the default model trained ``minutes`` CPU-minutes on 1 thread
+    into ``work/run-NAME`` (a run already there is used as it is when ``reuse``)."""
+    from composer.checkpoint import load_checkpoint
+    from composer.corpus import Corpus
+    from composer.train import train
+    from composer.train_config import TrainConfig
+
+    runs = []
+    for item in checkpoints:
+        name, _, path = item.partition("=")
+        ckpt = load_checkpoint(path)
+        runs.append((name, ckpt, Corpus.open(ckpt.meta["corpus"]["path"])))
+    for name, path in corpora:
+        run = work / f"run-{name.split()[0]}"
+        if not (reuse and (run / "best" / "checkpoint.json").exists()):
+            cfg = TrainConfig(device="cpu", num_threads=1, max_minutes=minutes, seed=1337)
+            train(path, run, cfg, progress=False, plot=False, overwrite=True)
+        runs.append((name, load_checkpoint(run), Corpus.open(path)))
+    return runs

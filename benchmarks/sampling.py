@@ -30,15 +30,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
+from machine import benchmark_runs, cpu_name, source_corpora  # noqa: E402 - benchmarks/machine.py
 
-from composer.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from composer.checkpoint import Checkpoint  # noqa: E402
 from composer.corpus import Corpus  # noqa: E402
 from composer.midi import Score  # noqa: E402
 from composer.musicstats import FeatureSet, compare_sets  # noqa: E402
 from composer.sample import Length, generate  # noqa: E402
-from composer.train import train  # noqa: E402
-from composer.train_config import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "midi"
@@ -108,24 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        runs: list[tuple[str, Checkpoint, Corpus]] = []
-        for item in args.checkpoint:
-            name, _, path = item.partition("=")
-            ckpt = load_checkpoint(path)
-            runs.append((name, ckpt, Corpus.open(ckpt.meta["corpus"]["path"])))
         corpora: list[tuple[str, Path]] = [(c.name, c) for c in args.corpus or []]
-        if not corpora and not runs:
+        if not corpora and not args.checkpoint:
             if (BACH / "manifest.json").exists():
                 corpora.append(("bach (chorales)", BACH))
             else:
                 print(f"bach (chorales): no corpus at {BACH} (composer corpus bach -o corpora/bach), skipped")
             corpora += source_corpora(SOURCES, work)
-        for name, path in corpora:
-            run = work / f"run-{name.split()[0]}"
-            if not (run / "best" / "checkpoint.json").exists():
-                cfg = TrainConfig(device="cpu", num_threads=1, max_minutes=args.minutes, seed=1337)
-                train(path, run, cfg, progress=False, plot=False, overwrite=True)
-            runs.append((name, load_checkpoint(run), Corpus.open(path)))
+        runs = benchmark_runs(args.checkpoint, corpora, work, args.minutes, reuse=True)
         if not runs:
             print("no corpus found: nothing to measure")
             return 0
