@@ -9,9 +9,13 @@ position ``t``, the cache votes for what followed the earlier positions whose st
     p_cache(w) ~ sum over i in [t - size, t - 1] with x_{i+1} = w  of  exp(theta * h_t . h_i)
     p(w)       = (1 - lam) * p_lstm(w) + lam * p_cache(w)
 
-With no earlier position (the first token of a piece) ``p`` is ``p_lstm``. The cost per token is bounded
-by ``size`` dot products. ``theta``, ``lam`` and ``size`` are fitted on the validation split
-(``fit_cache``) and travel in the checkpoint; ``lam = 0`` is the plain model exactly.
+With no earlier position (the first token of a piece) ``p`` is ``p_lstm``. With ``warmup`` > 0 the weight
+grows from 0 to ``lam`` over the piece's first ``warmup`` positions (``lam * min(1, n / warmup)`` with
+``n`` earlier positions in the cache): a cache of a handful of positions is a vote of a handful, and a
+song sampled with a high weight from its first tokens on copies its own opening texture over and over
+(``composer.formfit``). The cost per token is bounded by ``size`` dot products. ``theta``, ``lam`` and
+``size`` are fitted on the validation split (``fit_cache``; ``warmup`` 0) and travel in the checkpoint;
+``lam = 0`` is the plain model exactly.
 
 Two users: ``cached_nlls`` scores whole pieces (evaluation, fitting), ``CacheBank`` keeps one ring buffer
 per batch row for token-by-token sampling (the grammar masks apply after mixing).
@@ -41,14 +45,17 @@ MAX_SIZE = 1 << 16
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """The cache's three numbers; ``lam = 0`` turns it off. ``sample_lam``: the weight sampling uses
-    instead of ``lam`` (fitted so that songs repeat bars as often as the music does:
-    ``composer.formfit``); None samples with ``lam``."""
+    """The cache's numbers; ``lam = 0`` turns it off. ``warmup``: positions over which the weight grows
+    from 0 to ``lam`` (0: ``lam`` from the first). ``sample_lam`` and ``sample_warmup``: the weight and
+    warm-up sampling uses instead (fitted so that songs repeat bars as often as the music does, without
+    losing its texture: ``composer.formfit``); None samples with ``lam`` and ``warmup``."""
 
     theta: float = 0.3
     lam: float = 0.0
     size: int = 2048
     sample_lam: float | None = None
+    warmup: int = 0
+    sample_warmup: int | None = None
 
     def __post_init__(self) -> None:
         check_range("cache theta", self.theta, 0.0, 100.0, (int, float))
@@ -59,6 +66,9 @@ class CacheConfig:
         if self.sample_lam is not None:
             check_range("cache sampling lambda", self.sample_lam, 0.0, 1.0, (int, float))
             object.__setattr__(self, "sample_lam", float(self.sample_lam))
+        check_range("cache warmup", self.warmup, 0, MAX_SIZE)
+        if self.sample_warmup is not None:
+            check_range("cache sampling warmup", self.sample_warmup, 0, MAX_SIZE)
 
     @property
     def enabled(self) -> bool:
@@ -66,10 +76,24 @@ class CacheConfig:
 
     @property
     def sampling(self) -> CacheConfig:
-        """The cache as generation uses it: ``lam`` replaced by ``sample_lam`` where one was fitted."""
-        if self.sample_lam is None:
+        """The cache as generation uses it: ``lam`` and ``warmup`` replaced by ``sample_lam`` and
+        ``sample_warmup`` where they were fitted."""
+        if self.sample_lam is None and self.sample_warmup is None:
             return self
-        return CacheConfig(theta=self.theta, lam=self.sample_lam, size=self.size)
+        return CacheConfig(
+            theta=self.theta,
+            lam=self.lam if self.sample_lam is None else self.sample_lam,
+            size=self.size,
+            warmup=self.warmup if self.sample_warmup is None else self.sample_warmup,
+        )
+
+    def weight(self, n: int | torch.Tensor) -> float | torch.Tensor:
+        """The mixture's weight with ``n`` earlier positions in the cache (``lam`` after the warm-up)."""
+        if self.warmup <= 0:
+            return self.lam if isinstance(n, int) else torch.full_like(n, self.lam, dtype=torch.float64)
+        if isinstance(n, int):
+            return self.lam * min(1.0, n / self.warmup)
+        return self.lam * torch.clamp(n.double() / self.warmup, max=1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,16 +128,22 @@ def _log_cache(
     return out
 
 
-def mix(log_p_model: torch.Tensor, log_p_cache: torch.Tensor, lam: float) -> torch.Tensor:
-    """log((1 - lam) p_model + lam p_cache), elementwise; the model alone where the cache is empty (NaN)."""
-    if lam <= 0.0:
-        return log_p_model.double()
+def mix(log_p_model: torch.Tensor, log_p_cache: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """log((1 - lam) p_model + lam p_cache), elementwise (``lam`` a number or one per element); the
+    model alone where the cache is empty (NaN)."""
     lpm = log_p_model.double()
-    if lam >= 1.0:
-        mixed = log_p_cache.clone()
-    else:
+    if not isinstance(lam, torch.Tensor):
+        if lam <= 0.0:
+            return lpm
+        if lam >= 1.0:
+            return torch.where(torch.isnan(log_p_cache), lpm, log_p_cache.double())
         mixed = torch.logaddexp(lpm + math.log1p(-lam), log_p_cache + math.log(lam))
-    return torch.where(torch.isnan(log_p_cache), lpm, mixed)
+        return torch.where(torch.isnan(log_p_cache), lpm, mixed)
+    lam = lam.double().expand_as(lpm)
+    a = torch.where(lam < 1.0, lpm + torch.log1p(-lam.clamp(max=1.0)), -math.inf)
+    b = torch.where(lam > 0.0, log_p_cache.double() + torch.log(lam), -math.inf)
+    mixed = torch.logaddexp(a, b)
+    return torch.where(torch.isnan(log_p_cache) | (lam <= 0.0), lpm, mixed)
 
 
 def cached_nlls(
@@ -132,7 +162,8 @@ def cached_nlls(
         return (-lpm).numpy()
     nxt = torch.as_tensor(np.asarray(tokens)[1:], dtype=torch.long)
     lpc = _log_cache(hidden.float().cpu(), nxt, config.theta, config.size)
-    return (-mix(lpm, lpc, config.lam)).numpy()
+    earlier = torch.clamp(torch.arange(len(lpm)), max=config.size)  # positions in the cache at each t
+    return (-mix(lpm, lpc, config.weight(earlier))).numpy()
 
 
 def _log_cache_grid(
@@ -260,7 +291,7 @@ class CacheBank:
         empty = self.filled == 0
         w = torch.softmax(scores.masked_fill(empty[:, None], 0.0), dim=-1)  # (B, N)
         p_cache = torch.zeros_like(log_p).scatter_add_(1, values, w)  # (B, V)
-        lam = self.config.lam
+        lam = self.config.weight(self.filled[:, None].to(log_p.device)).to(log_p.dtype)  # (B, 1)
         mixed = torch.log((1 - lam) * log_p.exp() + lam * p_cache)
         return torch.where(empty[:, None], log_p, mixed)
 
@@ -279,9 +310,7 @@ class CacheBank:
             self.push(hidden[t].expand(self.keys.shape[0], -1), tokens[t].expand(self.keys.shape[0]))
 
 
-def piece_scores(
-    model: Any, ids: np.ndarray, chunk: int = 1024
-) -> tuple[np.ndarray, torch.Tensor]:
+def piece_scores(model: Any, ids: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, torch.Tensor]:
     """One piece through the model from a fresh state: (log p(ids[t+1]) for every t, hidden (T, H)).
 
     ``model`` is an ``LSTMModel`` (``hidden`` + ``project``); run under ``torch.inference_mode``.
@@ -324,7 +353,7 @@ def window_scores(
     match = values == t[:, None]
     lse_all = torch.logsumexp(scores, dim=1)
     lse_match = torch.logsumexp(scores.masked_fill(~match, -math.inf), dim=1)
-    return (-lpm).numpy(), (-mix(lpm, (lse_match - lse_all).cpu(), config.lam)).numpy()
+    return (-lpm).numpy(), (-mix(lpm, (lse_match - lse_all).cpu(), config.weight(n))).numpy()
 
 
 def window_nlls(

@@ -1,4 +1,5 @@
-"""The cache's weight for sampling, fitted so that songs repeat bars as often as the music does.
+"""The cache's weight for sampling, fitted so that songs repeat bars as often as the music does, and
+still sound like it.
 
 The cache's ``lam`` is fitted for likelihood (``composer.cache.fit_cache``): the weight that predicts
 held-out tokens best. Sampled with that weight, songs repeat far fewer bars than the music they learned
@@ -12,6 +13,15 @@ weights' shares bracket the reference, the weight between them that the line thr
 is tried too. Music that hardly repeats a bar (under 5%, like the Bach chorales) has no form to match
 and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses;
 likelihood keeps ``lam``.
+
+Two guards keep the texture. A song's cache holds nothing but its own opening at first: sampled with a
+high weight from its first token on, the song copies whatever its first bar happened to be (a lone
+melody note, say) over and over, and on folk tunes of melody and chords the chords thin out (polyphony
+overlap 0.2 at weight 0.95). So sampling's weight grows from 0 over the first ``WARMUP_BARS`` bars'
+worth of tokens (the cache's ``sample_warmup``). And each weight's songs are scored on the music
+statistics of ``composer.musicstats`` against the held-out pieces (mean overlapping area); a weight
+whose songs fall more than ``TEXTURE_TOLERANCE`` below those at ``lam`` is not chosen, however well
+its songs repeat.
 """
 
 from __future__ import annotations
@@ -28,9 +38,15 @@ from composer.cache import CacheConfig
 from composer.checkpoint import Checkpoint, load_checkpoint, save_cache
 from composer.form import bar_patterns, first_bars, form_summary
 from composer.midi import Score
+from composer.musicstats import FeatureSet, compare_sets
 
 #: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
-SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+#: Sampling's weight grows from 0 to its full value over this many bars' worth of tokens.
+WARMUP_BARS = 8
+#: A weight whose songs' mean overlap with the held-out music is further than this below the songs' at
+#: the likelihood weight is not chosen (the overlap of 24 songs varies by about 0.02 between seeds).
+TEXTURE_TOLERANCE = 0.05
 #: Songs per weight and their length in bars: the median held-out piece's, within these bounds (32 at
 #: least: a song's share of repeated bars grows with its length, and form is about songs of 32 bars and
 #: more), and at most about SONG_TOKENS tokens (dense multitrack music has hundreds of tokens a bar).
@@ -48,8 +64,23 @@ class SampleLambdaFit:
     sample_lam: float
     reference_share: float  # repeated-bar share of the held-out pieces (first ``bars`` bars)
     bars: int
-    tried: list[dict[str, Any]]  # {"lam", "share", "loops"} per weight tried
+    tried: list[dict[str, Any]]  # {"lam", "share", "loops", "overlap"} per weight tried
     songs: int = SONGS  # sampled at each weight
+    warmup: int | None = None  # tokens over which sampling's weight grows (None: as for likelihood)
+    floor: float | None = None  # the least mean overlap a chosen weight's songs may have
+
+    def describe_tried(self) -> str:
+        """Each weight's repeated-bar share and music overlap, those below the floor marked."""
+
+        def one(t: dict[str, Any]) -> str:
+            text = f"{t['lam']:g}: {t['share'] or 0:.0%}"
+            if t.get("overlap") is not None:
+                text += f" overlap {t['overlap']:.2f}"
+                if self.floor is not None and t["overlap"] < self.floor:
+                    text += " (texture lost)"
+            return text + (f" ({t['loops']} looped)" if t.get("loops") else "")
+
+        return ", ".join(one(t) for t in self.tried)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +88,8 @@ class SampleLambdaFit:
             "reference_share": self.reference_share,
             "bars": self.bars,
             "songs": self.songs,
+            "warmup": self.warmup,
+            "floor": self.floor,
             "tried": self.tried,
         }
 
@@ -91,16 +124,37 @@ def fit_sample_lambda(
         return SampleLambdaFit(cache.lam, ref_share, bars, [], songs)
     # a token budget, not bars: a song that stops writing bar lines must not run on
     length = Length(tokens=max(1, round(bars * per_bar)))
+    warmup = int(round(WARMUP_BARS * per_bar))
+    music = FeatureSet.from_scores([s for s in reference if s.note_count])
 
     def attempt(lam: float) -> dict[str, Any]:
-        config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size)
+        config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size, warmup=warmup)
         out = generate(ckpt, n=songs, length=length, seed=seed, device=device, cache=config)
-        got = form_summary([s.score for s in out])
-        return {"lam": float(lam), "share": got.exact, "loops": got.loops}
+        scores = [s.score for s in out]
+        got = form_summary(scores)
+        overlap = compare_sets(music, scores).mean_oa
+        return {"lam": float(lam), "share": got.exact, "loops": got.loops, "overlap": overlap}
 
     tried = search_weights(attempt, cache.lam, lambdas, ref_share)
-    best = closest(tried, ref_share)
-    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs)
+    floor = texture_floor(tried, cache.lam)
+    best = closest(tried, ref_share, floor)
+    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs, warmup, floor)
+
+
+def texture_floor(tried: Sequence[dict[str, Any]], lam: float) -> float | None:
+    """The least mean overlap a chosen weight's songs may have: ``TEXTURE_TOLERANCE`` below the songs'
+    at the likelihood weight ``lam``; None where that was not measured."""
+    at = next((t for t in tried if abs(t["lam"] - lam) < 1e-9), None)
+    if at is None or at.get("overlap") is None:
+        return None
+    return float(at["overlap"]) - TEXTURE_TOLERANCE
+
+
+def usable(t: dict[str, Any], floor: float | None) -> bool:
+    """Songs at this weight neither loop nor lose the texture (mean overlap at least ``floor``)."""
+    if t["loops"]:
+        return False
+    return floor is None or t.get("overlap") is None or float(t["overlap"]) >= floor
 
 
 def search_weights(
@@ -113,44 +167,45 @@ def search_weights(
 
     ``lam`` first; where its songs repeat no more bars than ``target`` and do not loop, every weight
     above it; otherwise (music full of exact repeats, whose likelihood weight is already high) the
-    weights below it, from the nearest down, until one falls to ``target``. Then the weight between
-    two neighbours that bracket ``target``, where there are such.
+    weights below it, from the nearest down, until one falls to ``target`` (``usable``). Then the weight
+    between two usable neighbours that bracket ``target``, where there are such.
     """
     tried = [attempt(lam)]
     first = tried[0]
+    floor = texture_floor(tried, lam)
     overshoots = bool(first["loops"]) or (first["share"] is not None and first["share"] > target)
     if overshoots:
         for x in sorted((x for x in lambdas if x < lam), reverse=True):
             tried.append(attempt(x))
-            if not tried[-1]["loops"] and (tried[-1]["share"] or 0.0) <= target:
+            if usable(tried[-1], floor) and (tried[-1]["share"] or 0.0) <= target:
                 break
     else:
         tried += [attempt(x) for x in sorted(x for x in lambdas if x > lam)]
     tried.sort(key=lambda t: t["lam"])
-    between = crossing(tried, target)
+    between = crossing(tried, target, floor)
     if between is not None and all(abs(t["lam"] - between) > 1e-9 for t in tried):
         tried.append(attempt(between))
         tried.sort(key=lambda t: t["lam"])
     return tried
 
 
-def closest(tried: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The weight tried whose share is closest in ratio to ``target``, among those without loops (the
-    smallest among equals); the smallest weight where every one loops."""
+def closest(tried: Sequence[dict[str, Any]], target: float, floor: float | None = None) -> dict[str, Any]:
+    """The weight tried whose share is closest in ratio to ``target``, among the ``usable`` ones (the
+    smallest among equals); the smallest weight where none is."""
 
     def distance(t: dict[str, Any]) -> float:
         share = t["share"] if t["share"] is not None else 0.0
-        return abs(math.log((share + EPS) / (target + EPS))) + (math.inf if t["loops"] else 0.0)
+        return abs(math.log((share + EPS) / (target + EPS))) + (0.0 if usable(t, floor) else math.inf)
 
     best = min(tried, key=distance)
     return tried[0] if math.isinf(distance(best)) else best
 
 
-def crossing(tried: Sequence[dict[str, Any]], target: float) -> float | None:
-    """The weight where the repeated-bar share, linear between two neighbouring weights tried without
-    loops, reaches ``target`` (rounded to 0.005); None where no neighbours bracket it."""
+def crossing(tried: Sequence[dict[str, Any]], target: float, floor: float | None = None) -> float | None:
+    """The weight where the repeated-bar share, linear between two neighbouring ``usable`` weights,
+    reaches ``target`` (rounded to 0.005); None where no neighbours bracket it."""
     for a, b in zip(tried, tried[1:], strict=False):
-        if a["loops"] or b["loops"] or a["share"] is None or b["share"] is None:
+        if not (usable(a, floor) and usable(b, floor)) or a["share"] is None or b["share"] is None:
             continue
         if a["share"] < target <= b["share"]:
             lam = a["lam"] + (target - a["share"]) / (b["share"] - a["share"]) * (b["lam"] - a["lam"])
@@ -175,16 +230,15 @@ def fit_checkpoint_sampling(
         return None
     record = dict((ckpt.meta.get("cache") or {}).get("fit") or {})
     record["sampling"] = fit.to_dict()
-    save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam), record)
+    save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam, sample_warmup=fit.warmup), record)
     if say is not None and not fit.tried:
         say(
             f"cache sampling lambda {fit.sample_lam:g}, as for likelihood: the held-out pieces repeat "
             f"{fit.reference_share:.0%} of their bars, too few to match"
         )
     elif say is not None:
-        shares = ", ".join(f"{t['lam']:g}: {t['share'] or 0:.0%}" for t in fit.tried)
         say(
             f"cache sampling lambda {fit.sample_lam:g} (repeated bars over {fit.bars} bars: held-out "
-            f"{fit.reference_share:.0%}; samples by lambda {shares})"
+            f"{fit.reference_share:.0%}; samples by lambda {fit.describe_tried()})"
         )
     return fit

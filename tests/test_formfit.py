@@ -17,6 +17,7 @@ from composer.formfit import (
     SAMPLE_LAMBDAS,
     closest,
     crossing,
+    texture_floor,
     fit_checkpoint_sampling,
     fit_sample_lambda,
     search_weights,
@@ -29,12 +30,31 @@ from tests.helpers_train import build_tiny_corpus, tiny_config
 torch.set_num_threads(1)
 
 
-def test_sampling_config_replaces_lambda_only() -> None:
-    c = CacheConfig(theta=1.0, lam=0.4, size=512, sample_lam=0.9)
-    assert c.sampling == CacheConfig(theta=1.0, lam=0.9, size=512)
+def test_sampling_config_replaces_lambda_and_warmup_only() -> None:
+    c = CacheConfig(theta=1.0, lam=0.4, size=512, sample_lam=0.9, sample_warmup=200)
+    assert c.sampling == CacheConfig(theta=1.0, lam=0.9, size=512, warmup=200)
     assert CacheConfig.from_dict(c.to_dict()) == c
+    assert CacheConfig(lam=0.4, sample_lam=0.9).sampling == CacheConfig(lam=0.9)  # fitted before warm-ups
     old = CacheConfig.from_dict({"theta": 1.0, "lam": 0.4, "size": 512})  # checkpoints before sample_lam
-    assert old.sample_lam is None and old.sampling is old
+    assert old.sample_lam is None and old.sample_warmup is None and old.sampling is old
+
+
+def test_the_fit_does_not_trade_the_texture_for_repeats() -> None:
+    """Songs at 0.9 and 0.95 repeat like the music but lose its texture (overlap far below the songs' at
+    the likelihood weight): the closest weight that keeps it is chosen, and no crossing is tried past it."""
+    tried = [
+        {"lam": 0.5, "share": 0.02, "loops": 0, "overlap": 0.85},
+        {"lam": 0.8, "share": 0.18, "loops": 0, "overlap": 0.82},
+        {"lam": 0.9, "share": 0.40, "loops": 0, "overlap": 0.70},
+        {"lam": 0.95, "share": 0.50, "loops": 0, "overlap": 0.52},
+    ]
+    floor = texture_floor(tried, 0.5)
+    assert floor == pytest.approx(0.80)
+    assert closest(tried, 0.45)["lam"] == 0.95  # repeats alone would choose this
+    assert closest(tried, 0.45, floor)["lam"] == 0.8
+    assert crossing(tried, 0.30) == 0.855 and crossing(tried, 0.30, floor) is None
+    # every weight loses it (the likelihood weight itself is always usable): the likelihood weight
+    assert closest(tried[:1] + [{**t, "overlap": 0.1} for t in tried[1:]], 0.45, floor)["lam"] == 0.5
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +85,23 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     fit = fit_sample_lambda(load_checkpoint(best), reference, songs=2)
     assert fit is not None
     lams = [t["lam"] for t in fit.tried]
-    grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
     assert set(grid) <= set(lams) and len(lams) <= len(grid) + 1 and lams == sorted(lams)
     assert fit.sample_lam in [t["lam"] for t in fit.tried]
     assert fit.bars == 32  # the median piece has 24 bars: songs get the least, 32 (32 to 48)
+    assert fit.warmup is not None and fit.warmup > 0  # 8 bars' worth of tokens
+    assert all(0.0 <= t["overlap"] <= 1.0 for t in fit.tried)
+    assert fit.floor is not None and fit.floor == pytest.approx(fit.tried[0]["overlap"] - 0.05)
     assert 0.0 <= fit.reference_share <= 1.0
     stored = fit_checkpoint_sampling(best, reference)
     assert stored is not None
     ckpt = load_checkpoint(best)
     assert ckpt.cache is not None and ckpt.cache.lam == 0.5 and ckpt.cache.sample_lam == stored.sample_lam
+    assert ckpt.cache.sample_warmup == stored.warmup and ckpt.cache.warmup == 0  # likelihood: no warm-up
     assert ckpt.meta["cache"]["fit"]["targets"] == 1  # the likelihood fit's record is kept
     assert ckpt.meta["cache"]["fit"]["sampling"]["sample_lam"] == stored.sample_lam
     used = _cache_config(ckpt, None)
-    assert used is not None and used.lam == stored.sample_lam
+    assert used is not None and used.lam == stored.sample_lam and used.warmup == stored.warmup
     # pieces without notes give nothing to compare
     assert fit_sample_lambda(ckpt, [Score()]) is None
 
@@ -118,10 +142,10 @@ def _fake_attempt(
 
 def test_weights_go_up_from_lam_when_its_songs_repeat_too_little() -> None:
     calls: list[float] = []
-    shares = {0.5: 0.05, 0.6: 0.08, 0.7: 0.12, 0.8: 0.2, 0.825: 0.24, 0.85: 0.3, 0.9: 0.4, 0.95: 0.5}
+    shares = {0.5: 0.05, 0.6: 0.08, 0.7: 0.12, 0.8: 0.2, 0.825: 0.24, 0.85: 0.3, 0.9: 0.4, 0.95: 0.5, 0.98: 0.6}
     tried = search_weights(_fake_attempt(shares, calls), 0.5, SAMPLE_LAMBDAS, 0.25)
-    assert calls[:7] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
-    assert calls[7:] == [0.825]  # between 0.8 (20%) and 0.85 (30%)
+    assert calls[:8] == [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
+    assert calls[8:] == [0.825]  # between 0.8 (20%) and 0.85 (30%)
     assert [t["lam"] for t in tried] == sorted(calls)
     assert closest(tried, 0.25)["lam"] == 0.825
 

@@ -309,7 +309,9 @@ def cache_summary(stored: Any) -> str:
     sampling = fit.get("sampling") if isinstance(fit, dict) else None
     if c.get("sample_lam") is not None and isinstance(sampling, dict):
         text += (
-            f"; sampling lambda {c['sample_lam']:g} (songs repeat bars like the held-out music: "
+            f"; sampling lambda {c['sample_lam']:g}"
+            + (f" after {c['sample_warmup']} tokens" if c.get("sample_warmup") else "")
+            + " (songs repeat bars like the held-out music: "
             f"{float(sampling.get('reference_share') or 0):.0%} of {sampling.get('bars')} bars)"
         )
     return text
@@ -369,10 +371,10 @@ def fit_cache_command(checkpoint: Path, data: Path | None, max_tokens: int, devi
         )
         if f.sampling is not None:
             s = f.sampling
-            tried = ", ".join(f"{t['lam']:g}: {t['share'] or 0:.0%}" for t in s.tried)
+            warm = f", growing over the first {s.warmup} tokens" if s.warmup else ""
             click.echo(
-                f"  sampling lambda {s.sample_lam:g}: songs of {s.bars} bars repeat bars as the data's "
-                f"{s.reference_share:.0%} (by lambda: {tried})"
+                f"  sampling lambda {s.sample_lam:g}{warm}: songs of {s.bars} bars repeat bars as the "
+                f"data's {s.reference_share:.0%} without losing its texture (by lambda: {s.describe_tried()})"
                 if s.tried
                 else f"  sampling lambda {s.sample_lam:g}, as for likelihood: the data repeats "
                 f"{s.reference_share:.0%} of its bars, too few to match"
