@@ -12,7 +12,13 @@ without it, and compared with the validation pieces cut to the same number of ba
 
 * **repeated bars**: the share of non-empty bars equal to a bar at least 4 bars earlier, exactly and up
   to transposition (``composer.form.form_summary``); target: within +-25% of the reference's;
-* **loops**: songs that are one or two bars over and over (``composer.form.is_loop``).
+* **loops**: songs that are one or two bars over and over (``composer.form.is_loop``);
+* **music overlap**: the songs' mean overlapping area with the validation pieces on Yang & Lerch's
+  statistics (``composer.musicstats.compare_sets``: pitch classes, range, polyphony, density, timing,
+  lengths, velocity): repeats must not cost the texture.
+
+With a fitted sampling weight there is also a row at that weight without its warm-up (the weight from
+the first token on, as fits before the warm-up sampled): songs that copy their own opening.
 
     .venv/bin/python benchmarks/form.py --minutes 5
     .venv/bin/python benchmarks/form.py --checkpoint mine=checkpoints/mine
@@ -41,6 +47,7 @@ from composer.checkpoint import Checkpoint  # noqa: E402
 from composer.corpus import Corpus  # noqa: E402
 from composer.form import FormSummary, bar_patterns, first_bars, form_summary  # noqa: E402
 from composer.midi import Score  # noqa: E402
+from composer.musicstats import FeatureSet, compare_sets  # noqa: E402
 from composer.sample import Length, generate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "midi"
@@ -59,14 +66,16 @@ def reference_scores(ckpt: Checkpoint, corpus: Corpus) -> list[Score]:
     return [tok.decode(corpus.piece_tokens(p)) for p in corpus.pieces("val")]
 
 
-def row(name: str, source: str, s: FormSummary, ref: FormSummary | None) -> str:
+def row(name: str, source: str, s: FormSummary, ref: FormSummary | None, overlap: float | None = None) -> str:
     ratio = "" if ref is None or not ref.exact or s.exact is None else f"{s.exact / ref.exact:.2f}"
     ok = ""
     if ratio:
         ok = "yes" if abs(float(ratio) - 1) <= TOLERANCE else "no"
     ex = "–" if s.exact is None else f"{s.exact:.1%}"
     tr = "–" if s.transposed is None else f"{s.transposed:.1%}"
-    return f"| {name} | {source} | {s.pieces} | {ex} | {tr} | {s.loops} | {ratio or '1.00'} | {ok or '–'} |"
+    oa = "–" if overlap is None else f"{overlap:.3f}"
+    cells = [name, source, s.pieces, ex, tr, s.loops, ratio or "1.00", ok or "–", oa]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespace) -> list[str]:
@@ -79,21 +88,37 @@ def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespac
     modes: list[tuple[str, bool | CacheConfig]] = [("without the cache", False)]
     if ckpt.cache is not None:
         c = ckpt.cache
-        modes.insert(0, (f"cache at the likelihood's lambda {c.lam:g}", replace(c, sample_lam=None)))
+        plain = replace(c, sample_lam=None, sample_warmup=None)
+        modes.insert(0, (f"cache at the likelihood's lambda {c.lam:g}", plain))
+        if c.sample_lam is not None and c.sample_warmup:
+            modes.insert(
+                0,
+                (
+                    f"cache at the sampling lambda {c.sample_lam:g}, no warm-up",
+                    CacheConfig(theta=c.theta, lam=c.sample_lam, size=c.size),
+                ),
+            )
         if c.sample_lam is not None:
-            modes.insert(0, (f"cache at the sampling lambda {c.sample_lam:g}", True))
+            warm = f" after {c.sample_warmup} tokens" if c.sample_warmup else ""
+            modes.insert(0, (f"cache at the sampling lambda {c.sample_lam:g}{warm}", True))
     # a token budget, not bars: one song that stops writing bar lines would keep the whole batch
     # stepping to the bar cap (1,500 tokens a bar); songs are cut to ``bars`` bars like the reference
     tok = ckpt.tokenizer
     per_bar = np.median([len(tok.encode(s)[0]) / len(bar_patterns(s)) for s in ref_full if s.note_count])
     length = Length(tokens=math.ceil(BUDGET * bars * per_bar))
+    music = FeatureSet.from_scores([s for s in ref_full if s.note_count])
     for label, cache in modes:
         t0 = time.perf_counter()
         songs = generate(ckpt, n=args.songs, length=length, seed=args.seed, device="cpu", cache=cache)
-        summ = form_summary([first_bars(s.score, bars) for s in songs])
-        rows.append(row(name, f"{args.songs} samples, {label}", summ, ref_sum))
+        cut = [first_bars(s.score, bars) for s in songs]
+        summ = form_summary(cut)
+        oa = compare_sets(music, cut).mean_oa
+        rows.append(row(name, f"{args.songs} samples, {label}", summ, ref_sum, oa))
         secs = time.perf_counter() - t0
-        print(f"{name}: {label}: exact {summ.exact}, loops {summ.loops} ({secs:.0f} s)", flush=True)
+        print(
+            f"{name}: {label}: exact {summ.exact}, loops {summ.loops}, overlap {oa:.3f} ({secs:.0f} s)",
+            flush=True,
+        )
     return rows
 
 
@@ -126,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| corpus | songs | pieces | repeated bars (exact) | (up to transposition) | loops "
-        "| vs reference | within ±25% |"
+        "| vs reference | within ±25% | music overlap |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|:---:|")
+    print("|---|---|---:|---:|---:|---:|---:|:---:|---:|")
     for r in rows:
         print(r)
     return 0
