@@ -14,14 +14,16 @@ is tried too. Music that hardly repeats a bar (under 5%, like the Bach chorales)
 and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses;
 likelihood keeps ``lam``.
 
-Two guards keep the texture. A song's cache holds nothing but its own opening at first: sampled with a
-high weight from its first token on, the song copies whatever its first bar happened to be (a lone
-melody note, say) over and over, and on folk tunes of melody and chords the chords thin out (polyphony
-overlap 0.2 at weight 0.95). So sampling's weight grows from 0 over the first ``WARMUP_BARS`` bars'
-worth of tokens (the cache's ``sample_warmup``). And each weight's songs are scored on the music
-statistics of ``composer.musicstats`` against the held-out pieces (mean overlapping area); a weight
-whose songs fall more than ``TEXTURE_TOLERANCE`` below those at ``lam`` is not chosen, however well
-its songs repeat.
+The songs must also still sound like the music. Each weight's songs are scored on the music statistics
+of ``composer.musicstats`` against the held-out pieces (mean overlapping area); a weight whose songs
+fall more than ``TEXTURE_TOLERANCE`` below songs sampled without the cache is not chosen, however well
+they repeat. A song's cache holds nothing but its own opening at first: sampled with a high weight from
+its first token on, the song copies whatever its first bars happened to be over and over; on folk tunes
+of melody and chords the chords thin out. So where no weight gets within ``NEAR`` of the music's share
+without losing the texture, the search runs again with a warm-up: sampling's weight grows from 0 over
+the song's first ``WARMUP_BARS`` bars' worth of tokens (the cache's ``sample_warmup``), and the closest
+of both searches wins. (On game music of exact repeats, the warm-up is what loses the repeats: the
+songs' first bars, written by the model alone, are too varied to settle into a pattern.)
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from composer.musicstats import FeatureSet, compare_sets
 
 #: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
-#: Sampling's weight grows from 0 to its full value over this many bars' worth of tokens.
+#: Where no weight without a warm-up gets within NEAR of the music's share (in ratio), the search is run
+#: again with sampling's weight growing from 0 to its full value over this many bars' worth of tokens.
 WARMUP_BARS = 8
-#: A weight whose songs' mean overlap with the held-out music is further than this below the songs' at
-#: the likelihood weight is not chosen. The overlap of 24 songs varies by about 0.03 between seeds, so
+NEAR = 0.25
+#: A weight whose songs' mean overlap with the held-out music is further than this below that of songs
+#: sampled without the cache is not chosen. The overlap of 24 songs varies by about 0.03 between seeds, so
 #: two weights' songs differ by up to about 0.08 by chance; songs that copy their opening texture lose
 #: 0.15 to 0.3 (composer.cache's warm-up).
 TEXTURE_TOLERANCE = 0.1
@@ -70,6 +74,7 @@ class SampleLambdaFit:
     songs: int = SONGS  # sampled at each weight
     warmup: int | None = None  # tokens over which sampling's weight grows (None: as for likelihood)
     floor: float | None = None  # the least mean overlap a chosen weight's songs may have
+    plain: float | None = None  # the mean overlap of songs sampled without the cache
 
     def describe_tried(self) -> str:
         """Each weight's repeated-bar share and music overlap, those below the floor marked."""
@@ -82,7 +87,12 @@ class SampleLambdaFit:
                     text += " (texture lost)"
             return text + (f" ({t['loops']} looped)" if t.get("loops") else "")
 
-        return ", ".join(one(t) for t in self.tried)
+        groups: dict[int, list[str]] = {}
+        for t in self.tried:
+            groups.setdefault(int(t.get("warmup") or 0), []).append(one(t))
+        head = "" if self.plain is None else f"no cache: overlap {self.plain:.2f}; "
+        parts = [(f"warm-up {w} tokens: " if w else "") + ", ".join(items) for w, items in groups.items()]
+        return head + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +102,7 @@ class SampleLambdaFit:
             "songs": self.songs,
             "warmup": self.warmup,
             "floor": self.floor,
+            "plain_overlap": self.plain,
             "tried": self.tried,
         }
 
@@ -126,30 +137,43 @@ def fit_sample_lambda(
         return SampleLambdaFit(cache.lam, ref_share, bars, [], songs)
     # a token budget, not bars: a song that stops writing bar lines must not run on
     length = Length(tokens=max(1, round(bars * per_bar)))
-    warmup = int(round(WARMUP_BARS * per_bar))
     music = FeatureSet.from_scores([s for s in reference if s.note_count])
 
-    def attempt(lam: float) -> dict[str, Any]:
-        config = CacheConfig(theta=cache.theta, lam=lam, size=cache.size, warmup=warmup)
+    def sample(config: CacheConfig | bool) -> tuple[Any, float]:
         out = generate(ckpt, n=songs, length=length, seed=seed, device=device, cache=config)
         scores = [s.score for s in out]
-        got = form_summary(scores)
-        overlap = compare_sets(music, scores).mean_oa
-        return {"lam": float(lam), "share": got.exact, "loops": got.loops, "overlap": overlap}
+        return form_summary(scores), compare_sets(music, scores).mean_oa
 
-    tried = search_weights(attempt, cache.lam, lambdas, ref_share)
-    floor = texture_floor(tried, cache.lam)
+    plain = sample(False)[1]
+    floor = plain - TEXTURE_TOLERANCE
+
+    def search(warmup: int) -> list[dict[str, Any]]:
+        def attempt(lam: float) -> dict[str, Any]:
+            got, overlap = sample(CacheConfig(theta=cache.theta, lam=lam, size=cache.size, warmup=warmup))
+            return {
+                "lam": float(lam),
+                "warmup": warmup,
+                "share": got.exact,
+                "loops": got.loops,
+                "overlap": overlap,
+            }
+
+        return search_weights(attempt, cache.lam, lambdas, ref_share, floor)
+
+    tried = search(0)
     best = closest(tried, ref_share, floor)
-    return SampleLambdaFit(float(best["lam"]), float(ref_share), bars, tried, songs, warmup, floor)
+    if not near_enough(best, ref_share, floor):
+        tried += search(int(round(WARMUP_BARS * per_bar)))
+        best = closest(tried, ref_share, floor)
+    return SampleLambdaFit(
+        float(best["lam"]), float(ref_share), bars, tried, songs, int(best.get("warmup") or 0), floor, plain
+    )
 
 
-def texture_floor(tried: Sequence[dict[str, Any]], lam: float) -> float | None:
-    """The least mean overlap a chosen weight's songs may have: ``TEXTURE_TOLERANCE`` below the songs'
-    at the likelihood weight ``lam``; None where that was not measured."""
-    at = next((t for t in tried if abs(t["lam"] - lam) < 1e-9), None)
-    if at is None or at.get("overlap") is None:
-        return None
-    return float(at["overlap"]) - TEXTURE_TOLERANCE
+def near_enough(t: dict[str, Any], target: float, floor: float | None) -> bool:
+    """Songs at this weight are ``usable`` and repeat within ``NEAR`` (in ratio) of ``target``."""
+    share = t["share"] if t["share"] is not None else 0.0
+    return usable(t, floor) and abs(math.log((share + EPS) / (target + EPS))) <= math.log(1 + NEAR)
 
 
 def usable(t: dict[str, Any], floor: float | None) -> bool:
@@ -164,6 +188,7 @@ def search_weights(
     lam: float,
     lambdas: Sequence[float],
     target: float,
+    floor: float | None = None,
 ) -> list[dict[str, Any]]:
     """The weights tried, by ``attempt`` (one ``{"lam", "share", "loops"}`` each), sorted by weight.
 
@@ -174,7 +199,6 @@ def search_weights(
     """
     tried = [attempt(lam)]
     first = tried[0]
-    floor = texture_floor(tried, lam)
     overshoots = bool(first["loops"]) or (first["share"] is not None and first["share"] > target)
     if overshoots:
         for x in sorted((x for x in lambdas if x < lam), reverse=True):
