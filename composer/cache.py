@@ -291,7 +291,8 @@ class CacheBank:
         empty = self.filled == 0
         w = torch.softmax(scores.masked_fill(empty[:, None], 0.0), dim=-1)  # (B, N)
         p_cache = torch.zeros_like(log_p).scatter_add_(1, values, w)  # (B, V)
-        lam = self.config.weight(self.filled[:, None].to(log_p.device)).to(log_p.dtype)  # (B, 1)
+        weight = self.config.weight(self.filled[:, None])
+        lam = torch.as_tensor(weight, dtype=log_p.dtype, device=log_p.device)  # (B, 1)
         mixed = torch.log((1 - lam) * log_p.exp() + lam * p_cache)
         return torch.where(empty[:, None], log_p, mixed)
 

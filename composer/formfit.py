@@ -48,6 +48,8 @@ SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
 #: again with sampling's weight growing from 0 to its full value over this many bars' worth of tokens.
 WARMUP_BARS = 8
 NEAR = 0.25
+#: A weight at which more songs than this share fall into a loop (``composer.form.is_loop``) is not chosen.
+MAX_LOOP_SHARE = 0.05
 #: A weight whose songs' mean overlap with the held-out music is further than this below that of songs
 #: sampled without the cache is not chosen. The overlap of 24 songs varies by about 0.03 between seeds, so
 #: two weights' songs differ by up to about 0.08 by chance; songs that copy their opening texture lose
@@ -177,8 +179,9 @@ def near_enough(t: dict[str, Any], target: float, floor: float | None) -> bool:
 
 
 def usable(t: dict[str, Any], floor: float | None) -> bool:
-    """Songs at this weight neither loop nor lose the texture (mean overlap at least ``floor``)."""
-    if t["loops"]:
+    """Songs at this weight loop no more than ``MAX_LOOP_SHARE`` of the time (any loop at all where the
+    number of songs is not recorded) and keep the texture (mean overlap at least ``floor``)."""
+    if t["loops"] and (t.get("songs") is None or t["loops"] > MAX_LOOP_SHARE * t["songs"]):
         return False
     return floor is None or t.get("overlap") is None or float(t["overlap"]) >= floor
 
@@ -199,7 +202,7 @@ def search_weights(
     """
     tried = [attempt(lam)]
     first = tried[0]
-    overshoots = bool(first["loops"]) or (first["share"] is not None and first["share"] > target)
+    overshoots = not usable(first, floor) or (first["share"] is not None and first["share"] > target)
     if overshoots:
         for x in sorted((x for x in lambdas if x < lam), reverse=True):
             tried.append(attempt(x))

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from composer.form import bar_patterns, is_loop
+from composer.form import is_loop, loop_bars
 from composer.midi import Score
 
 #: Degenerate-piece thresholds (``PieceFeatures.degenerate`` and the sampler's ``degenerate_warnings``):
@@ -218,8 +218,7 @@ def degenerate_warnings(
             f"far fewer notes than expected ({len(rows)} in {seconds:.1f} s, ~{expected:.0f} expected)"
         )
     if is_loop(score):
-        bars = sum(1 for p in bar_patterns(score) if p)
-        warns.append(f"a loop: the same one or two bars over and over ({bars} bars)")
+        warns.append(f"a loop: the same one or two bars over and over ({loop_bars(score)} bars in a row)")
     return warns
 
 

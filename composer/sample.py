@@ -65,6 +65,10 @@ CLOSE_BUDGET = 512
 MIN_BPM, MAX_BPM = 20.0, 400.0
 #: Songs one call may generate.
 MAX_SONGS = 4096
+#: Notes of one program and pitch that a sampled song may start together (Grammar.limit_unisons): real
+#: music doubles a note two or three times; without a limit, a song copying its own past through the
+#: cache can stack one note dozens of times.
+MAX_UNISON = 3
 #: How often (in steps) the progress callback is called.
 PROGRESS_EVERY = 16
 #: The most memory the neural cache's keys may take for one batch (songs x cache size x hidden units).
@@ -302,7 +306,10 @@ def sample_ids(
     if n < 1:
         raise ConfigError(f"number of songs must be at least 1, got {n}")
     device = torch.device(device)
-    g = grammar if grammar is not None else tok.grammar()
+    if grammar is None:
+        grammar = tok.grammar()
+        grammar.limit_unisons(MAX_UNISON)
+    g = grammar
     filt = _Filter(temperature, top_k, top_p, tok.vocab.size)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 

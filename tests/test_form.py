@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from composer.form import bar_repeats, copyable_share, form_summary, is_loop, similarity_matrix
+from composer.form import bar_repeats, copyable_share, form_summary, is_loop, loop_bars, similarity_matrix
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature
 from tests.midi_factory import TPQ
 
@@ -50,6 +50,11 @@ def test_transposed_repeat_counts_only_up_to_transposition() -> None:
 def test_loop_is_degenerate_and_music_is_not() -> None:
     assert is_loop(_piece([A[0]] * 16))
     assert not is_loop(_piece(A + A + B + A))
+    # a song that falls into two bars over and over after its opening
+    assert loop_bars(_piece(A + [A[1], A[2]] * 5 + B)) == 10 and is_loop(_piece(A + [A[1], A[2]] * 5 + B))
+    assert not is_loop(_piece(A + [A[1], A[2]] * 3 + B))  # 6 bars of it: not yet
+    assert is_loop(_piece([A[0], []] * 8))  # one bar and a silence, over and over
+    assert loop_bars(_piece([[]] * 16)) == 0
 
 
 def test_similarity_matrix_and_summary() -> None:

@@ -179,3 +179,13 @@ def test_songs_that_loop_at_lam_send_the_search_down() -> None:
     calls.clear()
     tried = search_weights(_fake_attempt({}, calls, loops_above=0.0), 0.9, SAMPLE_LAMBDAS, 0.5)
     assert closest(tried, 0.5)["lam"] == 0.6 and calls == [0.9, 0.85, 0.8, 0.7, 0.6]
+
+
+def test_a_weight_whose_songs_loop_now_and_then_is_usable_and_one_that_loops_often_is_not() -> None:
+    from composer.formfit import MAX_LOOP_SHARE, usable
+
+    t = {"lam": 0.9, "share": 0.4, "overlap": 0.8, "songs": 24}
+    assert usable({**t, "loops": 0}, 0.7) and usable({**t, "loops": int(MAX_LOOP_SHARE * 24)}, 0.7)
+    assert not usable({**t, "loops": int(MAX_LOOP_SHARE * 24) + 1}, 0.7)
+    assert not usable({**t, "loops": 1, "songs": None}, 0.7)  # not recorded: any loop counts
+    assert not usable({**t, "loops": 0}, 0.85)  # the texture

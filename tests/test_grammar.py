@@ -161,3 +161,40 @@ def test_beat_grammar_counts_seconds_at_the_tempo_the_decoded_file_has(tmp_path,
     last_onset = max(n.start for i in song.instruments for n in i.notes)
     # the file stores whole microseconds per quarter: equal to well within a millisecond
     assert state.seconds[0] == pytest.approx(float(song.ticks_to_seconds([last_onset])[0]), rel=1e-6)
+
+
+def test_sampling_can_cap_a_unison_the_encoder_keeps():
+    """Five notes of one pitch starting together: the encoder keeps them and the exact grammar admits them;
+    with ``limit_unisons(3)`` the fourth is masked (the pitch above is still open), as sampling uses it."""
+    from composer.midi import Note
+    from composer.sample import MAX_UNISON
+
+    tok = TOKENIZERS["beat"]
+    score = SCORES["single"]()
+    first = min(score.instruments[0].notes, key=lambda n: (n.start, n.pitch))
+    twins = [Note(first.pitch, first.velocity, first.start, first.end) for _ in range(4)]
+    score.instruments[0].notes += twins
+    ids = tok.encode(score)[0]
+    assert sorted(tok.decode(ids).instruments[0].notes, key=lambda n: n.start)[4].pitch == first.pitch
+    assert accepts(tok.grammar(), ids)
+    capped = tok.grammar()
+    capped.limit_unisons(3)
+    assert not accepts(capped, ids)
+    loose = tok.grammar()
+    loose.limit_unisons(5)
+    assert accepts(loose, ids)
+    # the mask itself, right after the third note of the unison
+    st_ = capped.start(1)
+    pitch_id, seen = tok.vocab.id(f"PITCH_{first.pitch}"), 0
+    for t in ids[1:]:
+        capped.advance(st_, np.array([t]), strict=False)
+        seen += int(t == pitch_id)
+        if seen == 3 and tok.vocab.decode_event(int(t))[0] == "DURATION":
+            break
+    mask = capped.row_mask(st_.rows[0])
+    vel = [i for i in range(tok.vocab.size) if tok.vocab.decode_event(i)[0] == "VELOCITY"]
+    pitch_ok = any(mask[vel]) or mask[tok.vocab.id(f"PITCH_{first.pitch + 1}")]
+    assert not mask[pitch_id] and pitch_ok
+    assert MAX_UNISON >= 2  # real music doubles notes: sampling must still be able to
+    with pytest.raises(ValueError):
+        capped.limit_unisons(0)

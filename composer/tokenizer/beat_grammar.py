@@ -4,7 +4,7 @@ A TIME_SIGNATURE only right after a BAR, positions strictly increasing inside a 
 ordered by program, then pitch, then duration (a unison, two notes of one program and pitch at one
 position, comes shorter first), DURATION only after PITCH (or after a maximal DURATION, which chains),
 TEMPO only right after a POSITION. Once the end is requested the bar in progress is finished and the piece
-stops on its bar line.
+stops on its bar line. ``limit_unisons`` caps how many notes a unison may have (sampling does).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class BeatRow(Row):
     vel: int = -1
     pos_prog: int = -1  # program of the last note at this position
     pos_pitch: int = -1  # pitch of the last note of pos_prog at this position
+    pos_unison: int = 0  # notes of pos_prog at pos_pitch at this position so far
     note_dur: int = 0  # grid steps of the last note so far (its DURATIONs summed)
     dur_floor: int = 0  # the least total duration the note being written may have (a unison's order)
     vel_unison: bool = True  # whether the note after this VELOCITY may be a unison (not once ending)
@@ -169,6 +170,8 @@ class BeatGrammar(Grammar[BeatRow]):
         """
         if r.pos_prog != r.prog or r.pos_pitch < 0:
             return self.pitch_min
+        if self.max_unison is not None and r.pos_unison >= self.max_unison:
+            unison = False
         return r.pos_pitch if unison else r.pos_pitch + 1
 
     def _pitches(self, r: BeatRow, m: np.ndarray, lo: int) -> None:
@@ -202,6 +205,7 @@ class BeatGrammar(Grammar[BeatRow]):
         elif kind == "PITCH":
             unison = r.pos_prog == r.prog and r.pos_pitch == val
             r.dur_floor = r.note_dur if unison else 0
+            r.pos_unison = r.pos_unison + 1 if unison else 1
             r.note_dur = 0
             r.pos_prog, r.pos_pitch = r.prog, val
             r.notes += 1

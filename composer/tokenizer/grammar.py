@@ -79,6 +79,18 @@ class Grammar(ABC, Generic[R]):
         self.eos_id = vocab.encode_event(EOS)
         self.pad_only = self._mask()
         self.pad_only[self.pad_id] = True
+        self.max_unison: int | None = None  # see limit_unisons
+
+    def limit_unisons(self, n: int) -> None:
+        """Admit at most ``n`` notes of one program and pitch starting together (a unison), where the
+        encoding has them; None (the default) admits as many as the encoder writes.
+
+        For sampling: real music doubles a note two or three times at most, but a sampler that copies its
+        own past (the neural cache) can stack one note dozens of times, which sounds as one.
+        """
+        if n < 1:
+            raise ValueError(f"a unison limit must be at least 1, got {n}")
+        self.max_unison = n
 
     def _mask(self, *kinds: str) -> np.ndarray:
         return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
