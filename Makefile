@@ -37,6 +37,7 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python benchmarks/encode.py
+	$(BIN)/python benchmarks/key.py
 	$(BIN)/python benchmarks/gpu_check.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/generate.py

@@ -4,12 +4,19 @@ A corpus folder holds::
 
     tokenizer.json     the encoding config (the vocabulary derives from it)
     tokens-<hash>.bin  every piece's token ids (uint16, BOS ... EOS) end to end; memory-mapped, not pickled
-    manifest.json      per file: source path, content hash, token offset and length, notes, seconds, split
+    manifest.json      per file: source path, content hash, token offset and length, notes, seconds, split,
+                       musical attributes (key, density, tempo and their levels) and labels
     skipped.txt        one line per file that could not be used, with the reason
 
 Building is incremental (files whose content hash is already in the corpus are copied over, not re-encoded),
 parallel, and never lets one bad file cost the others. The new token file is written under a new name and
 the manifest switched to it atomically, so an interrupted build leaves the previous corpus intact.
+
+Attributes (``composer.attributes``) are computed from each file's notes when it is encoded and reused with
+its tokens; their levels (low/mid/high by the corpus's terciles) are worked out afresh at every build, over
+the pieces of that build. Labels (``composer.labels``) are those of the build's own options: a rebuild
+without ``--labels``/``--labels-from-folders`` has none. A manifest from before attributes still opens
+(its pieces have ``attributes`` None); the next build re-encodes its files to compute them.
 """
 
 from __future__ import annotations
@@ -26,12 +33,18 @@ from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
+from composer.attributes import LEVELS, Attributes, level_of, tercile_bounds
 from composer.corpus_file import EncodedFile, encode_within_limit, find_midi_files
 from composer.errors import ComposerError, CorpusError
 from composer.fsutil import atomic_write_text, describe_os_error, folder_lock
+from composer.labels import Labels, LabelValue, build_labels, label_counts, read_label_csv
 from composer.tokenizer import Tokenizer, TokenizerConfig, tokenizer_from_config
 
 MANIFEST_VERSION = 1
+#: The definitions behind the stored attributes; a corpus built under another version is re-encoded.
+ATTRIBUTES_VERSION = 1
+#: The attributes that get a level (``composer.attributes.LEVELS``) by the corpus's terciles.
+LEVELLED = ("density", "tempo")
 MANIFEST, TOKENIZER, SKIPPED = "manifest.json", "tokenizer.json", "skipped.txt"
 SPLITS = ("train", "val")
 
@@ -49,6 +62,10 @@ class Piece:
     pitch_max: int | None
     programs: tuple[int, ...] = ()
     lost: dict[str, int] = field(default_factory=dict)
+    attributes: Attributes | None = None  # None: built before attributes were recorded
+    density_level: str | None = None
+    tempo_level: str | None = None
+    labels: dict[str, LabelValue] = field(default_factory=dict)
 
 
 class CorpusStatistics(TypedDict, total=False):
@@ -74,6 +91,9 @@ class BuildResult:
     seconds: float = 0.0
     lost: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    label_columns: tuple[str, ...] = ()
+    labelled: int = 0  # pieces with at least one label
+    warnings: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------- open
@@ -162,6 +182,18 @@ class Corpus:
     def encoding(self) -> str:
         return self.tokenizer.encoding
 
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """The label columns of the build that wrote the corpus (none before labels existed)."""
+        return tuple(str(c) for c in self.manifest.get("label_columns", ()))
+
+    @property
+    def level_bounds(self) -> dict[str, tuple[float, float]]:
+        """Per levelled attribute (``density``, ``tempo``), the corpus terciles that divide its levels: below
+        the first ``low``, above the second ``high``, ``mid`` between them inclusive."""
+        bounds = self.manifest.get("attribute_levels") or {}
+        return {k: (float(v[0]), float(v[1])) for k, v in bounds.items() if k in LEVELLED}
+
     def statistics(self) -> CorpusStatistics:
         """What generation needs to know of the music (a checkpoint keeps it in its corpus metadata):
         pieces, notes, the programs played (drums as DRUMS) and notes per second, where there are any."""
@@ -198,11 +230,55 @@ class Corpus:
             "skipped": len(self.skipped),
             "not_kept_exactly": lost,
             "fingerprint": self.fingerprint,
+            "labels": self._label_summary(),
+            "attributes": self._attribute_summary(),
         }
+
+    def _label_summary(self) -> dict[str, dict[str, Any]]:
+        """Per label column: labelled and unlabelled pieces and the count of each value (values as text,
+        most common first); for a numeric column also its range."""
+        out: dict[str, dict[str, Any]] = {}
+        for column, counts in label_counts((p.labels for p in self._pieces), self.label_columns).items():
+            labelled = sum(counts.values())
+            entry: dict[str, Any] = {
+                "labelled": labelled,
+                "unlabelled": len(self._pieces) - labelled,
+                "numeric": bool(counts) and not any(isinstance(v, str) for v in counts),
+                "counts": {str(v): n for v, n in counts.items()},
+            }
+            if entry["numeric"]:
+                entry["min"], entry["max"] = min(counts), max(counts)
+            out[column] = entry
+        return out
+
+    def _attribute_summary(self) -> dict[str, Any]:
+        """Keys, density and tempo levels (with the terciles) and instrument sets, each most common first;
+        ``missing``: pieces from a build before attributes were recorded."""
+        have = [p for p in self._pieces if p.attributes is not None]
+        keys = _counted(str(p.attributes.key) for p in have if p.attributes and p.attributes.key)
+        sets = _counted(p.programs for p in self._pieces)
+        return {
+            "missing": len(self._pieces) - len(have),
+            "keys": keys,
+            "no_key": sum(1 for p in have if p.attributes and p.attributes.key is None),
+            "density_levels": {lv: sum(p.density_level == lv for p in have) for lv in LEVELS},
+            "tempo_levels": {lv: sum(p.tempo_level == lv for p in have) for lv in LEVELS},
+            "level_bounds": {k: list(v) for k, v in self.level_bounds.items()},
+            "instrument_sets": [{"programs": list(k), "pieces": n} for k, n in sets.items()],
+        }
+
+
+def _counted(items: Iterable[Any]) -> dict[Any, int]:
+    """Counts of each item, most common first (ties in first-seen order)."""
+    counts: dict[Any, int] = {}
+    for x in items:
+        counts[x] = counts.get(x, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _piece_from_json(d: dict[str, Any]) -> Piece:
     try:
+        attrs = d.get("attributes")
         return Piece(
             path=str(d["path"]),
             sha256=str(d["sha256"]),
@@ -215,9 +291,25 @@ def _piece_from_json(d: dict[str, Any]) -> Piece:
             pitch_max=None if d.get("pitch_max") is None else int(d["pitch_max"]),
             programs=tuple(int(x) for x in d.get("programs", ())),
             lost={str(k): int(v) for k, v in d.get("lost", {}).items()},
+            attributes=None if attrs is None else Attributes.from_dict(attrs),
+            density_level=None if attrs is None else _level(attrs.get("density_level")),
+            tempo_level=None if attrs is None else _level(attrs.get("tempo_level")),
+            labels={str(k): _label_value(v) for k, v in d.get("labels", {}).items()},
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # ConfigError is a ValueError
         raise CorpusError(f"malformed manifest entry {d!r:.80}: {e!r}") from None
+
+
+def _level(value: Any) -> str | None:
+    if value is not None and value not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {value!r}")
+    return value
+
+
+def _label_value(value: Any) -> LabelValue:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"a label is text or a number, got {value!r}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -275,12 +367,16 @@ def build_corpus(
     val_fraction: float = 0.1,
     strict: bool = False,
     progress: Callable[[Iterator[EncodedFile], int], Iterator[EncodedFile]] | None = None,
+    labels_from_folders: bool = False,
+    labels_csv: str | os.PathLike[str] | None = None,
 ) -> BuildResult:
     """Encode every MIDI file under ``sources`` into a corpus at ``out_dir``; see the module docstring.
 
     ``config`` (or just ``encoding``) picks the tokenizer; with neither, an existing corpus keeps its own
-    and a new one uses the defaults. ``strict`` raises CorpusError on the first bad file instead of skipping.
-    ``progress`` wraps the result iterator (e.g. a tqdm bar) given the file count.
+    and a new one uses the defaults. ``strict`` raises CorpusError on the first bad file instead of skipping
+    (and ConfigError on a labels CSV row naming a file not found). ``progress`` wraps the result iterator
+    (e.g. a tqdm bar) given the file count. ``labels_from_folders`` and ``labels_csv`` label the pieces
+    (``composer.labels``); a labels CSV is read and checked before anything is encoded or written.
     """
     t0 = time.perf_counter()
     source_paths = [Path(s) for s in sources]
@@ -289,19 +385,21 @@ def build_corpus(
         raise CorpusError(f"val fraction must be in [0, 1), got {val_fraction}")
     if workers is not None and workers < 1:
         raise CorpusError(f"workers must be at least 1, got {workers}")
+    table = None if labels_csv is None else read_label_csv(labels_csv)
     old_config = existing_config(out)
     if config is None:
         config = old_config or TokenizerConfig()
         if encoding is not None and encoding != config.encoding:
             config = TokenizerConfig(encoding=encoding)
     paths = find_midi_files(source_paths)
+    labels = build_labels(paths, source_paths, labels_from_folders, table, strict)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CorpusError(f"{out}: cannot create corpus folder: {describe_os_error(e)}") from None
     with folder_lock(out, "corpus build"):
         return _build_locked(
-            paths, source_paths, out, config, old_config, workers, val_fraction, strict, progress, t0
+            paths, source_paths, out, config, old_config, workers, val_fraction, strict, progress, t0, labels
         )
 
 
@@ -316,15 +414,23 @@ def _build_locked(
     strict: bool,
     progress: Callable[[Iterator[EncodedFile], int], Iterator[EncodedFile]] | None,
     t0: float,
+    labels: Labels,
 ) -> BuildResult:
     previous = _Previous.load(out) if old_config == config else _Previous()
+    if previous.corpus is not None:
+        dropped = [c for c in previous.corpus.label_columns if c not in labels.columns]
+        if dropped:
+            labels.warnings.append(
+                f"the labels {', '.join(dropped)} of the previous build are dropped: labels come from each "
+                "build's own --labels / --labels-from-folders"
+            )
     n_workers = min(workers or os.cpu_count() or 1, max(len(paths), 1))
     results = _encode_all([str(p) for p in paths], config, previous.known, n_workers)
     if progress is not None:
         results = progress(results, len(paths))
 
     tmp_path = out / f".tokens.{os.getpid()}.tmp"
-    written = _Written(val_fraction, strict)
+    written = _Written(val_fraction, strict, labels)
     try:
         with open(tmp_path, "wb") as fh:
             for enc in results:
@@ -334,6 +440,7 @@ def _build_locked(
             fh.flush()
             os.fsync(fh.fileno())
         _ensure_val(written.entries, val_fraction)
+        written.assign_levels()
         tokens_file = f"tokens-{written.hasher.hexdigest()[:16]}.bin"
         os.replace(tmp_path, out / tokens_file)
     except OSError as e:
@@ -367,7 +474,10 @@ class _Previous:
             for s in old.manifest.get("skipped", [])
             if s.get("sha256") and not s.get("duplicate_of")
         }
-        return cls(old, {p.sha256: p for p in old.pieces()}, skipped)
+        # pieces whose attributes are missing or of other definitions are encoded again to compute them
+        current = old.manifest.get("attributes_version") == ATTRIBUTES_VERSION
+        by_sha = {p.sha256: p for p in old.pieces() if current and p.attributes is not None}
+        return cls(old, by_sha, skipped)
 
     @property
     def known(self) -> frozenset[str]:
@@ -384,14 +494,17 @@ class _Previous:
         enc.notes, enc.seconds = prev.notes, prev.seconds
         enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
         enc.programs, enc.lost = prev.programs, prev.lost
+        enc.attributes = prev.attributes
 
 
 class _Written:
     """The new token file as it is written: manifest entries, skipped files and the totals."""
 
-    def __init__(self, val_fraction: float, strict: bool) -> None:
+    def __init__(self, val_fraction: float, strict: bool, labels: Labels | None = None) -> None:
         self.val_fraction = val_fraction
         self.strict = strict
+        self.labels = labels or Labels()
+        self.level_bounds: dict[str, tuple[float, float]] = {}
         self.hasher = hashlib.sha256()
         self.entries: list[dict[str, Any]] = []
         self.skipped: list[dict[str, str]] = []
@@ -417,7 +530,7 @@ class _Written:
             self.reused += 1
         else:
             self.encoded += 1
-        assert enc.ids is not None
+        assert enc.ids is not None and enc.attributes is not None
         self.seen_sha[enc.sha256] = enc.path
         data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
         fh.write(data)
@@ -435,11 +548,23 @@ class _Written:
                 "pitch_max": enc.pitch_max,
                 "programs": list(enc.programs),
                 "lost": enc.lost,
+                "attributes": enc.attributes.to_dict(),
+                "labels": dict(self.labels.by_path.get(enc.path, {})),
             }
         )
         self.offset += len(enc.ids)
         for k, v in enc.lost.items():
             self.lost[k] = self.lost.get(k, 0) + v
+
+    def assign_levels(self) -> None:
+        """Each piece's density and tempo level, by the terciles of this build's pieces."""
+        for name in LEVELLED:
+            bounds = tercile_bounds([e["attributes"][name] for e in self.entries])
+            if bounds is None:
+                continue
+            self.level_bounds[name] = bounds
+            for e in self.entries:
+                e["attributes"][f"{name}_level"] = level_of(e["attributes"][name], bounds)
 
     def result(self, out: Path, files_seen: int, elapsed_s: float) -> BuildResult:
         return BuildResult(
@@ -454,6 +579,9 @@ class _Written:
             seconds=sum(e["seconds"] for e in self.entries),
             lost=self.lost,
             elapsed_s=elapsed_s,
+            label_columns=self.labels.columns,
+            labelled=sum(1 for e in self.entries if e["labels"]),
+            warnings=list(self.labels.warnings),
         )
 
 
@@ -478,6 +606,9 @@ def _write_manifest(
         "content_fingerprint": content_fingerprint,
         "val_fraction": val_fraction,
         "sources": [str(s) for s in sources],
+        "attributes_version": ATTRIBUTES_VERSION,
+        "attribute_levels": {k: list(v) for k, v in written.level_bounds.items()},
+        "label_columns": list(written.labels.columns),
         "files": written.entries,
         "skipped": written.skipped,
     }

@@ -1,4 +1,5 @@
-"""MIDI files for a corpus: found under folders, and each read and encoded within a time limit.
+"""MIDI files for a corpus: found under folders, and each read, encoded and described (its musical
+attributes, ``composer.attributes``) within a time limit.
 
 Hostile input must neither crash a build nor hang it: every failure of the reader or the encoder
 becomes ``EncodedFile.error``, a one-line reason, and a file that takes longer than ``FILE_TIME_LIMIT_S``
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from composer.attributes import Attributes, attributes_of, instrument_set
 from composer.errors import ComposerError, CorpusError, MidiReadError
 from composer.midi import is_midi_path, parse_midi_bytes
-from composer.tokenizer import DRUMS, Tokenizer
+from composer.tokenizer import Tokenizer
 
 #: A file that takes longer than this to read and encode is skipped (hostile input must not hang a build).
 FILE_TIME_LIMIT_S = 60
@@ -57,6 +59,7 @@ class EncodedFile:
     pitch_max: int | None = None
     programs: tuple[int, ...] = ()
     lost: dict[str, int] = field(default_factory=dict)
+    attributes: Attributes | None = None
     error: str | None = None
     cached: bool = False
 
@@ -147,6 +150,7 @@ def _encode_file(path: str, tokenizer: Tokenizer, known: frozenset[str]) -> Enco
         ids, stats = tokenizer.encode(score)
         if stats.notes_encoded == 0:
             raise MidiReadError(f"no notes in the encodable range ({stats.lost()})")
+        attributes = attributes_of(score)
     except ComposerError as e:
         return EncodedFile(path, sha, error=str(e))
     except FileTimeout:
@@ -165,6 +169,7 @@ def _encode_file(path: str, tokenizer: Tokenizer, known: frozenset[str]) -> Enco
         seconds=score.duration_seconds,
         pitch_min=min(pitched) if pitched else None,
         pitch_max=max(pitched) if pitched else None,
-        programs=tuple(sorted({DRUMS if i.is_drum else i.program for i in score.instruments})),
+        programs=instrument_set(score),
         lost=lost,
+        attributes=attributes,
     )

@@ -348,3 +348,97 @@ def test_ctrl_c_during_build_is_one_line_and_keeps_the_corpus(
     assert "interrupted" in error_line(r)
     monkeypatch.undo()
     assert Corpus.open(out).summary()["files"] == 3
+
+
+# ---------------------------------------------------------------------------------- labels and attributes
+
+
+@pytest.fixture
+def styled_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "styled"
+    for k, (folder, name) in enumerate(
+        [("folk", "a.mid"), ("folk", "b.mid"), ("jazz", "c.mid"), ("", "d.mid")]
+    ):
+        (src / folder).mkdir(parents=True, exist_ok=True)
+        write_score(chord_score(bars=1 + k, program=k), src / folder / name)
+    return src
+
+
+def test_corpus_build_labels_from_folders_and_info(tmp_path: Path, styled_dir: Path) -> None:
+    out = tmp_path / "c"
+    r = run("corpus", "build", styled_dir, "-o", out, "--workers", "1", "--labels-from-folders")
+    assert r.exit_code == 0, r.output
+    assert "labels (folder): 3 of 4 pieces labelled, 1 unlabelled" in r.stdout
+    r = run("corpus", "info", out)
+    assert r.exit_code == 0, r.output
+    lines = {ln.strip().split("  ", 1)[0]: ln.strip() for ln in r.stdout.splitlines() if ln.strip()}
+    assert "folk (2), jazz (1); 1 unlabelled" in lines["label folder"]
+    assert "C major (4)" in lines["keys"]  # the fixture's arpeggios, on four programs
+    assert "low" in lines["density levels"] and "terciles" in lines["density levels"]
+    assert "mid 4" in lines["tempo levels"]  # all at 120 qpm: all mid
+    assert "Acoustic Grand Piano (1)" in lines["instrument sets"]
+    info = json.loads(run("corpus", "info", out, "--json").stdout)
+    assert info["labels"]["folder"]["counts"] == {"folk": 2, "jazz": 1}
+    assert info["attributes"]["keys"] == {"C major": 4}
+    assert info["attributes"]["tempo_levels"] == {"low": 0, "mid": 4, "high": 0}
+
+
+def test_corpus_build_labels_csv(tmp_path: Path, styled_dir: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,valence,arousal\nfolk/a.mid,1,-1\njazz/c.mid,-1,1\nfolk/missing.mid,1,1\n")
+    out = tmp_path / "c"
+    r = run("corpus", "build", styled_dir, "-o", out, "--workers", "1", "--labels", csv)
+    assert r.exit_code == 0, r.output
+    assert (
+        f"warning: {csv}: 1 file(s) listed are not among the MIDI files found: folk/missing.mid" in r.stderr
+    )
+    assert "labels (valence, arousal): 2 of 4 pieces labelled" in r.stdout
+    r = run("corpus", "info", out)
+    assert "label valence  -1 (1), 1 (1); 2 unlabelled" in r.stdout
+
+    r = run(
+        "corpus", "build", styled_dir, "-o", tmp_path / "s", "--workers", "1", "--labels", csv, "--strict"
+    )
+    assert r.exit_code == 1 and "folk/missing.mid" in error_line(r)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("name,mood\na.mid,x\n", "no 'file' column"),
+        ("file,mood\nfolk/a.mid,happy,what\n", "3 cells, but the header names 2 columns"),
+        ("file,mood\nnowhere.mid,x\n", "none of its 1 files"),
+    ],
+    ids=["no_file_column", "unknown_column", "no_file_found"],
+)
+def test_corpus_build_bad_labels_csv_is_one_line(
+    tmp_path: Path, styled_dir: Path, text: str, match: str
+) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text(text)
+    r = run("corpus", "build", styled_dir, "-o", tmp_path / "c", "--labels", csv)
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert str(csv) in line and match in line
+    assert not (tmp_path / "c").exists()
+
+
+def test_corpus_build_labels_csv_not_utf8_or_missing(tmp_path: Path, styled_dir: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes("file,mood\nfolk/a.mid,gai\xe9\n".encode("latin-1"))
+    r = run("corpus", "build", styled_dir, "-o", tmp_path / "c", "--labels", csv)
+    assert r.exit_code == 1 and "not UTF-8" in error_line(r)
+    r = run("corpus", "build", styled_dir, "-o", tmp_path / "c", "--labels", tmp_path / "none.csv")
+    assert r.exit_code == 2 and "--labels" in r.stderr  # click's check, like SOURCES
+
+
+def test_corpus_info_on_a_corpus_from_before_attributes(tmp_path: Path, midi_dir: Path) -> None:
+    out = tmp_path / "c"
+    run("corpus", "build", midi_dir, "-o", out, "--workers", "1")
+    m = json.loads((out / "manifest.json").read_text())
+    for entry in m["files"]:
+        del entry["attributes"], entry["labels"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    r = run("corpus", "info", out)
+    assert r.exit_code == 0, r.output
+    assert "none for 3 pieces" in r.stdout and "build it again" in r.stdout

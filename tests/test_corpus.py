@@ -17,7 +17,7 @@ import composer.corpus as corpus_mod
 import composer.corpus_file as corpus_file
 from composer.corpus import Corpus, build_corpus, encode_file, split_of
 from composer.errors import CorpusError
-from composer.midi import read_midi
+from composer.midi import TempoChange, read_midi
 from composer.tokenizer import DRUMS
 from tests.midi_factory import (
     SCORES,
@@ -591,3 +591,131 @@ def test_composer_encode_gives_up_on_a_file_over_the_time_limit(slow_file: Path,
     res = CliRunner().invoke(main, ["encode", str(slow_file), "-o", str(tmp_path / "tokens")])
     assert res.exit_code == 1 and f"skipped {slow_file}: {TOO_SLOW}" in res.output
     assert time.monotonic() - t0 < 2.0
+
+
+# ------------------------------------------------------------------------------------------- attributes
+
+
+def test_pieces_carry_their_attributes_through_the_manifest(tmp_path: Path) -> None:
+    from composer.attributes import attributes_of, instrument_set
+
+    src = tmp_path / "src"
+    sources = make_folder(src)
+    build_corpus([src], tmp_path / "corpus", workers=1)
+    c = Corpus.open(tmp_path / "corpus")
+    for piece in c.pieces():
+        score = read_midi(piece.path)
+        assert piece.attributes == attributes_of(score), piece.path
+        assert piece.attributes is not None
+        if piece.attributes.key is not None:
+            assert piece.attributes.key.correlation == attributes_of(score).key.correlation  # type: ignore[union-attr]
+        assert piece.programs == instrument_set(score)
+        assert piece.density_level in ("low", "mid", "high") and piece.tempo_level in ("low", "mid", "high")
+    assert str(by_path(c)["single.mid"].attributes.key) == "C major"  # type: ignore[union-attr]
+    levels = [p.density_level for p in c.pieces()]
+    assert levels.count("low") == levels.count("high") >= 1  # five distinct densities: terciles
+    assert set(c.level_bounds) == {"density", "tempo"}
+    s = c.summary()["attributes"]
+    assert s["missing"] == 0 and sum(s["keys"].values()) + s["no_key"] == len(sources)
+    assert sum(s["density_levels"].values()) == len(sources)
+    assert sum(e["pieces"] for e in s["instrument_sets"]) == len(sources)
+    assert [DRUMS in e["programs"] for e in s["instrument_sets"]].count(True) == 1
+    m = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+    assert m["attributes_version"] == corpus_mod.ATTRIBUTES_VERSION
+    assert m["attribute_levels"] == {k: list(v) for k, v in c.level_bounds.items()}
+
+
+def test_a_rebuild_reuses_the_attributes_and_levels_follow_the_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import composer.attributes
+
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    src.mkdir()
+    # the same density in each, tempos of their own
+    for k, qpm in enumerate((60.0, 90.0, 120.0)):
+        score = chord_score(bars=1 + k)
+        score.tempos[0] = TempoChange(0, qpm)
+        write_score(score, src / f"t{k}.mid")
+    build_corpus([src], out, workers=1)
+    first = Corpus.open(out)
+    assert [p.tempo_level for p in first.pieces()] == ["low", "mid", "high"]
+    before = json.loads((out / "manifest.json").read_text())
+
+    calls: list[int] = []
+    real = corpus_file.attributes_of
+
+    def counting(score):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(score)
+
+    monkeypatch.setattr(corpus_file, "attributes_of", counting)
+    build_corpus([src], out, workers=1)
+    assert calls == []  # reused with the tokens
+    assert json.loads((out / "manifest.json").read_text())["files"] == before["files"]
+
+    # two faster pieces join: the levels are those of the new corpus
+    for k, qpm in enumerate((200.0, 240.0)):
+        score = chord_score(bars=4 + k)
+        score.tempos[0] = TempoChange(0, qpm)
+        write_score(score, src / f"u{k}.mid")
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused) == (2, 3) and len(calls) == 2
+    levels = {Path(p.path).stem: p.tempo_level for p in Corpus.open(out).pieces()}
+    assert levels == {"t0": "low", "t1": "low", "t2": "mid", "u0": "high", "u1": "high"}
+    assert composer.attributes.level_of(120.0, Corpus.open(out).level_bounds["tempo"]) == "mid"
+
+
+def test_a_manifest_from_before_attributes_and_labels_still_opens(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    build_corpus([src], out, workers=1, labels_from_folders=True)
+    new = Corpus.open(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("attributes_version", "attribute_levels", "label_columns"):
+        del manifest[key]
+    for entry in manifest["files"]:
+        del entry["attributes"], entry["labels"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    old = Corpus.open(out)
+    assert old.fingerprint == new.fingerprint
+    assert all(p.attributes is None and p.labels == {} and p.density_level is None for p in old.pieces())
+    assert (old.label_columns, old.level_bounds) == ((), {})
+    s = old.summary()
+    assert s["attributes"]["missing"] == n and s["labels"] == {}
+    # the next build encodes the files again to compute their attributes
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused) == (n, 0)
+    assert all(p.attributes is not None for p in Corpus.open(out).pieces())
+    assert Corpus.open(out).fingerprint == new.fingerprint
+
+
+def test_attributes_of_other_definitions_are_computed_again(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "corpus"
+    n = len(make_folder(src))
+    build_corpus([src], out, workers=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["attributes_version"] = 0
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    r = build_corpus([src], out, workers=1)
+    assert (r.encoded, r.reused) == (n, 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("attributes", {"key": "H major", "density": 1.0, "tempo": 120.0}),
+        ("attributes", {"key": None, "density": 1.0}),
+        ("attributes", {"key": None, "density": 1.0, "tempo": 120.0, "density_level": "huge"}),
+        ("attributes", "C major"),
+        ("labels", {"mood": ["a", "list"]}),
+        ("labels", {"mood": True}),
+        ("labels", "happy"),
+    ],
+)
+def test_open_manifest_with_bad_attributes_or_labels(built: Path, field: str, value: object) -> None:
+    m = json.loads((built / "manifest.json").read_text())
+    m["files"][0][field] = value
+    (built / "manifest.json").write_text(json.dumps(m))
+    _one_line_error(built, "malformed manifest entry")

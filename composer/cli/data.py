@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -20,6 +20,8 @@ DEFAULT_BACH_CORPUS = Path("corpora/bach")
 SHOWN_SKIPPED = 20
 #: Instruments listed by ``corpus info``.
 SHOWN_INSTRUMENTS = 12
+#: Keys, instrument sets and label values listed by ``corpus info`` (the most common first).
+SHOWN_KEYS, SHOWN_SETS, SHOWN_LABELS = 6, 4, 8
 #: Share of files held out for validation by ``corpus build`` (default) and ``corpus bach``.
 VAL_FRACTION = 0.1
 
@@ -151,6 +153,8 @@ def _build_and_report(
     workers: int | None,
     val_fraction: float,
     strict: bool,
+    labels_from_folders: bool = False,
+    labels_csv: Path | None = None,
 ) -> None:
     from composer.corpus import build_corpus
 
@@ -168,7 +172,11 @@ def _build_and_report(
         val_fraction=val_fraction,
         strict=strict,
         progress=bar,
+        labels_from_folders=labels_from_folders,
+        labels_csv=labels_csv,
     )
+    for warning in r.warnings:
+        echo_err(f"warning: {warning}")
     for path, reason in r.skipped[:SHOWN_SKIPPED]:
         echo_err(f"skipped {path}: {reason}")
     if len(r.skipped) > SHOWN_SKIPPED:
@@ -180,6 +188,11 @@ def _build_and_report(
     )
     if r.lost:
         click.echo(f"not kept exactly: {fmt_counts(r.lost)}")
+    if r.label_columns:
+        click.echo(
+            f"labels ({', '.join(r.label_columns)}): {r.labelled} of {r.pieces} pieces labelled, "
+            f"{r.pieces - r.labelled} unlabelled"
+        )
     if not r.pieces:
         raise click.ClickException(f"no usable MIDI file in {', '.join(map(str, sources))}")
 
@@ -201,7 +214,24 @@ CORPUS_ENCODING = encoding_option(help="Token encoding [default: beat, or the ex
     show_default=True,
     help="Share of files held out for validation (chosen by content hash).",
 )
-@click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail on the first unusable file instead of skipping it (and on a --labels row naming a file "
+    "not found).",
+)
+@click.option(
+    "--labels-from-folders",
+    is_flag=True,
+    help="Label each piece with the first sub-folder of SOURCES it is in (column 'folder').",
+)
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A UTF-8 CSV with a 'file' column (paths relative to SOURCES) and label columns.",
+)
 def corpus_build(
     sources: tuple[Path, ...],
     out: Path,
@@ -209,16 +239,27 @@ def corpus_build(
     workers: int | None,
     val_fraction: float,
     strict: bool,
+    labels_from_folders: bool,
+    labels_csv: Path | None,
 ) -> None:
     """Encode every MIDI file under SOURCES (recursively) into a corpus folder.
 
     Re-running on a grown folder encodes only new or changed files. Unusable files are skipped with a
-    reason (listed in OUT/skipped.txt).
+    reason (listed in OUT/skipped.txt). Each piece's key, note density, tempo and instruments are
+    recorded; labels come from this build's --labels-from-folders / --labels only (files without one are
+    unlabelled; a CSV row naming a file not found is a warning).
 
-    Example: composer corpus build ~/midi/ -o corpora/mine
+    Example: composer corpus build ~/midi/ -o corpora/mine --labels-from-folders
     """
     _build_and_report(
-        list(sources), out, encoding=encoding, workers=workers, val_fraction=val_fraction, strict=strict
+        list(sources),
+        out,
+        encoding=encoding,
+        workers=workers,
+        val_fraction=val_fraction,
+        strict=strict,
+        labels_from_folders=labels_from_folders,
+        labels_csv=labels_csv,
     )
 
 
@@ -226,7 +267,8 @@ def corpus_build(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def corpus_info(path: Path, as_json: bool) -> None:
-    """Print a corpus's files, tokens, notes, hours of music, instruments and skipped files.
+    """Print a corpus's files, tokens, notes, hours of music, instruments, skipped files, the keys,
+    density and tempo levels and instrument sets of its pieces, and the counts of its labels.
 
     Example: composer corpus info corpora/bach
     """
@@ -238,8 +280,12 @@ def corpus_info(path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
+
+    def name(p: int) -> str:
+        return program_name(p if p < DRUMS else 0, p == DRUMS)
+
     shown = list(s["instruments"].items())[:SHOWN_INSTRUMENTS]
-    instruments = ", ".join(f"{program_name(p if p < DRUMS else 0, p == DRUMS)} ({n})" for p, n in shown)
+    instruments = ", ".join(f"{name(p)} ({n})" for p, n in shown)
     rows = [
         ("corpus", s["path"]),
         ("encoding", f"{s['encoding']} (vocabulary {s['vocab_size']})"),
@@ -252,8 +298,45 @@ def corpus_info(path: Path, as_json: bool) -> None:
     ]
     if s["not_kept_exactly"]:
         rows.append(("not kept exactly", fmt_counts(s["not_kept_exactly"])))
+    rows += _attribute_rows(s["attributes"], name)
+    for column, entry in s["labels"].items():
+        rows.append((f"label {column}", _label_row(entry)))
     for k, v in rows:
         click.echo(f"{k:>17}  {v}")
+
+
+def _top(counts: Iterable[tuple[str, int]], shown: int, total: int) -> str:
+    items = list(counts)
+    text = ", ".join(f"{k} ({n})" for k, n in items[:shown])
+    return text + (f" ... ({total} in all)" if len(items) > shown else "")
+
+
+def _attribute_rows(a: dict[str, Any], name: Callable[[int], str]) -> list[tuple[str, str]]:
+    """``corpus info``'s rows for keys, density and tempo levels and instrument sets."""
+    if a["missing"]:
+        why = "built before attributes were recorded; build it again to add them"
+        return [("attributes", f"none for {a['missing']} pieces ({why})")]
+    keys = _top(a["keys"].items(), SHOWN_KEYS, len(a["keys"]))
+    if a["no_key"]:
+        keys += f"; {a['no_key']} without a key"
+    rows = [("keys", keys or "none")]
+    for attr, unit in (("density", "notes per quarter"), ("tempo", "qpm")):
+        levels = ", ".join(f"{lv} {n}" for lv, n in a[f"{attr}_levels"].items())
+        bounds = a["level_bounds"].get(attr)
+        split = f" (terciles {bounds[0]:.3g} and {bounds[1]:.3g} {unit})" if bounds else ""
+        rows.append((f"{attr} levels", levels + split))
+    sets = [(" + ".join(name(p) for p in e["programs"]) or "none", e["pieces"]) for e in a["instrument_sets"]]
+    rows.append(("instrument sets", _top(sets, SHOWN_SETS, len(sets))))
+    return rows
+
+
+def _label_row(entry: dict[str, Any]) -> str:
+    counts = entry["counts"]
+    if entry["numeric"] and len(counts) > SHOWN_LABELS:
+        text = f"numbers {entry['min']:g} to {entry['max']:g} ({len(counts)} distinct)"
+    else:
+        text = _top(counts.items(), SHOWN_LABELS, len(counts))
+    return f"{text}; {entry['unlabelled']} unlabelled" if entry["unlabelled"] else text
 
 
 @corpus.command("bach")
