@@ -17,8 +17,8 @@ without it, and compared with the validation pieces cut to the same number of ba
   statistics (``composer.musicstats.compare_sets``: pitch classes, range, polyphony, density, timing,
   lengths, velocity): repeats must not cost the texture.
 
-With a fitted sampling weight there is also a row at that weight without its warm-up (the weight from
-the first token on, as fits before the warm-up sampled): songs that copy their own opening.
+With a sampling weight fitted to copy only from a few bars back, there is also a row at that weight
+with the newest positions voting too: songs that fall into one or two bars over and over.
 
     .venv/bin/python benchmarks/form.py --minutes 5
     .venv/bin/python benchmarks/form.py --checkpoint mine=checkpoints/mine
@@ -88,18 +88,18 @@ def measure(name: str, ckpt: Checkpoint, corpus: Corpus, args: argparse.Namespac
     modes: list[tuple[str, bool | CacheConfig]] = [("without the cache", False)]
     if ckpt.cache is not None:
         c = ckpt.cache
-        plain = replace(c, sample_lam=None, sample_warmup=None)
+        plain = replace(c, sample_lam=None, sample_min_lag=None)
         modes.insert(0, (f"cache at the likelihood's lambda {c.lam:g}", plain))
-        if c.sample_lam is not None and c.sample_warmup:
+        if c.sample_lam is not None and c.sample_min_lag:
             modes.insert(
                 0,
                 (
-                    f"cache at the sampling lambda {c.sample_lam:g}, no warm-up",
+                    f"cache at the sampling lambda {c.sample_lam:g}, copying the last bars too",
                     CacheConfig(theta=c.theta, lam=c.sample_lam, size=c.size),
                 ),
             )
         if c.sample_lam is not None:
-            warm = f" after {c.sample_warmup} tokens" if c.sample_warmup else ""
+            warm = f", copying from {c.sample_min_lag}+ tokens back" if c.sample_min_lag else ""
             modes.insert(0, (f"cache at the sampling lambda {c.sample_lam:g}{warm}", True))
     # a token budget, not bars: one song that stops writing bar lines would keep the whole batch
     # stepping to the bar cap (1,500 tokens a bar); songs are cut to ``bars`` bars like the reference

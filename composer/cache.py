@@ -9,13 +9,12 @@ position ``t``, the cache votes for what followed the earlier positions whose st
     p_cache(w) ~ sum over i in [t - size, t - 1] with x_{i+1} = w  of  exp(theta * h_t . h_i)
     p(w)       = (1 - lam) * p_lstm(w) + lam * p_cache(w)
 
-With no earlier position (the first token of a piece) ``p`` is ``p_lstm``. With ``warmup`` > 0 the weight
-grows from 0 to ``lam`` over the piece's first ``warmup`` positions (``lam * min(1, n / warmup)`` with
-``n`` earlier positions in the cache): a cache of a handful of positions is a vote of a handful, and a
-song sampled with a high weight from its first tokens on copies its own opening texture over and over
-(``composer.formfit``). The cost per token is bounded by ``size`` dot products. ``theta``, ``lam`` and
-``size`` are fitted on the validation split (``fit_cache``; ``warmup`` 0) and travel in the checkpoint;
-``lam = 0`` is the plain model exactly.
+With no earlier position (the first token of a piece) ``p`` is ``p_lstm``. With ``min_lag`` = L > 0 only
+positions at least L + 1 back vote (``i <= t - 1 - L``; none yet: ``p_lstm``): sampling at a high weight,
+a cache that may copy the last bar writes one or two bars over and over, while one that may copy only
+from a few bars back writes phrases that return, as music's do (``composer.formfit``). The cost per
+token is bounded by ``size`` dot products. ``theta``, ``lam`` and ``size`` are fitted on the validation
+split (``fit_cache``; ``min_lag`` 0) and travel in the checkpoint; ``lam = 0`` is the plain model exactly.
 
 Two users: ``cached_nlls`` scores whole pieces (evaluation, fitting), ``CacheBank`` keeps one ring buffer
 per batch row for token-by-token sampling (the grammar masks apply after mixing).
@@ -45,17 +44,17 @@ MAX_SIZE = 1 << 16
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """The cache's numbers; ``lam = 0`` turns it off. ``warmup``: positions over which the weight grows
-    from 0 to ``lam`` (0: ``lam`` from the first). ``sample_lam`` and ``sample_warmup``: the weight and
-    warm-up sampling uses instead (fitted so that songs repeat bars as often as the music does, without
-    losing its texture: ``composer.formfit``); None samples with ``lam`` and ``warmup``."""
+    """The cache's numbers; ``lam = 0`` turns it off. ``min_lag``: the most recent positions left out of
+    the vote (0: none). ``sample_lam`` and ``sample_min_lag``: the weight and lag sampling uses instead
+    (fitted so that songs repeat bars as often as the music does, without loops and without losing its
+    texture: ``composer.formfit``); None samples with ``lam`` and ``min_lag``."""
 
     theta: float = 0.3
     lam: float = 0.0
     size: int = 2048
     sample_lam: float | None = None
-    warmup: int = 0
-    sample_warmup: int | None = None
+    min_lag: int = 0
+    sample_min_lag: int | None = None
 
     def __post_init__(self) -> None:
         check_range("cache theta", self.theta, 0.0, 100.0, (int, float))
@@ -66,9 +65,9 @@ class CacheConfig:
         if self.sample_lam is not None:
             check_range("cache sampling lambda", self.sample_lam, 0.0, 1.0, (int, float))
             object.__setattr__(self, "sample_lam", float(self.sample_lam))
-        check_range("cache warmup", self.warmup, 0, MAX_SIZE)
-        if self.sample_warmup is not None:
-            check_range("cache sampling warmup", self.sample_warmup, 0, MAX_SIZE)
+        check_range("cache min_lag", self.min_lag, 0, MAX_SIZE)
+        if self.sample_min_lag is not None:
+            check_range("cache sampling min_lag", self.sample_min_lag, 0, MAX_SIZE)
 
     @property
     def enabled(self) -> bool:
@@ -76,24 +75,16 @@ class CacheConfig:
 
     @property
     def sampling(self) -> CacheConfig:
-        """The cache as generation uses it: ``lam`` and ``warmup`` replaced by ``sample_lam`` and
-        ``sample_warmup`` where they were fitted."""
-        if self.sample_lam is None and self.sample_warmup is None:
+        """The cache as generation uses it: ``lam`` and ``min_lag`` replaced by ``sample_lam`` and
+        ``sample_min_lag`` where they were fitted."""
+        if self.sample_lam is None and self.sample_min_lag is None:
             return self
         return CacheConfig(
             theta=self.theta,
             lam=self.lam if self.sample_lam is None else self.sample_lam,
             size=self.size,
-            warmup=self.warmup if self.sample_warmup is None else self.sample_warmup,
+            min_lag=self.min_lag if self.sample_min_lag is None else self.sample_min_lag,
         )
-
-    def weight(self, n: int | torch.Tensor) -> float | torch.Tensor:
-        """The mixture's weight with ``n`` earlier positions in the cache (``lam`` after the warm-up)."""
-        if self.warmup <= 0:
-            return self.lam if isinstance(n, int) else torch.full_like(n, self.lam, dtype=torch.float64)
-        if isinstance(n, int):
-            return self.lam * min(1.0, n / self.warmup)
-        return self.lam * torch.clamp(n.double() / self.warmup, max=1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,7 +95,7 @@ class CacheConfig:
 
 
 def _log_cache(
-    hidden: torch.Tensor, nxt: torch.Tensor, theta: float, size: int, block: int = BLOCK
+    hidden: torch.Tensor, nxt: torch.Tensor, theta: float, size: int, block: int = BLOCK, min_lag: int = 0
 ) -> torch.Tensor:
     """log p_cache(x_{t+1}) for every position t of one piece; -inf where no earlier position matches,
     NaN where there is no earlier position at all (t = 0).
@@ -119,7 +110,7 @@ def _log_cache(
         scores = theta * (hidden[s:e] @ hidden[k0:e].T).double()  # (targets, keys)
         t_idx = torch.arange(s, e)[:, None]
         i_idx = torch.arange(k0, e)[None, :]
-        valid = (i_idx < t_idx) & (i_idx >= t_idx - size)
+        valid = (i_idx < t_idx - min_lag) & (i_idx >= t_idx - size)
         match = valid & (nxt[k0:e][None, :] == nxt[s:e][:, None])
         neg = torch.tensor(-math.inf, dtype=torch.float64)
         lse_all = torch.logsumexp(torch.where(valid, scores, neg), dim=1)
@@ -128,22 +119,16 @@ def _log_cache(
     return out
 
 
-def mix(log_p_model: torch.Tensor, log_p_cache: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
-    """log((1 - lam) p_model + lam p_cache), elementwise (``lam`` a number or one per element); the
-    model alone where the cache is empty (NaN)."""
+def mix(log_p_model: torch.Tensor, log_p_cache: torch.Tensor, lam: float) -> torch.Tensor:
+    """log((1 - lam) p_model + lam p_cache), elementwise; the model alone where the cache is empty (NaN)."""
+    if lam <= 0.0:
+        return log_p_model.double()
     lpm = log_p_model.double()
-    if not isinstance(lam, torch.Tensor):
-        if lam <= 0.0:
-            return lpm
-        if lam >= 1.0:
-            return torch.where(torch.isnan(log_p_cache), lpm, log_p_cache.double())
+    if lam >= 1.0:
+        mixed = log_p_cache.clone()
+    else:
         mixed = torch.logaddexp(lpm + math.log1p(-lam), log_p_cache + math.log(lam))
-        return torch.where(torch.isnan(log_p_cache), lpm, mixed)
-    lam = lam.double().expand_as(lpm)
-    a = torch.where(lam < 1.0, lpm + torch.log1p(-lam.clamp(max=1.0)), -math.inf)
-    b = torch.where(lam > 0.0, log_p_cache.double() + torch.log(lam), -math.inf)
-    mixed = torch.logaddexp(a, b)
-    return torch.where(torch.isnan(log_p_cache) | (lam <= 0.0), lpm, mixed)
+    return torch.where(torch.isnan(log_p_cache), lpm, mixed)
 
 
 def cached_nlls(
@@ -161,9 +146,8 @@ def cached_nlls(
     if not config.enabled:
         return (-lpm).numpy()
     nxt = torch.as_tensor(np.asarray(tokens)[1:], dtype=torch.long)
-    lpc = _log_cache(hidden.float().cpu(), nxt, config.theta, config.size)
-    earlier = torch.clamp(torch.arange(len(lpm)), max=config.size)  # positions in the cache at each t
-    return (-mix(lpm, lpc, config.weight(earlier))).numpy()
+    lpc = _log_cache(hidden.float().cpu(), nxt, config.theta, config.size, min_lag=config.min_lag)
+    return (-mix(lpm, lpc, config.lam)).numpy()
 
 
 def _log_cache_grid(
@@ -280,19 +264,22 @@ class CacheBank:
     def mix_logits(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """(B, V) logits and (B, H) hidden -> (B, V) float log-probabilities of the mixture."""
         log_p = torch.log_softmax(logits.float(), dim=-1)
-        if not self.config.enabled or int(self.filled.max()) == 0:
+        if not self.config.enabled or int(self.filled.max()) <= self.config.min_lag:
             return log_p
         # every row fills at the same rate, so only the first max(filled) slots are scored
         n = min(self.config.size, int(self.filled.max()))
         keys, values = self.keys[:, :n], self.values[:, :n]
         scores = self.config.theta * torch.einsum("bnh,bh->bn", keys, hidden.float())  # (B, n)
-        slot_used = torch.arange(n, device=scores.device)[None, :] < self.filled[:, None]
+        slot = torch.arange(n, device=scores.device)
+        slot_used = slot[None, :] < self.filled[:, None]
+        lag = self.config.min_lag
+        if lag > 0:  # the newest ``lag`` entries do not vote (age 0 = the last one pushed)
+            slot_used &= ((self.head - 1 - slot) % self.config.size >= lag)[None, :]
         scores = scores.masked_fill(~slot_used, -math.inf)
-        empty = self.filled == 0
+        empty = self.filled <= lag
         w = torch.softmax(scores.masked_fill(empty[:, None], 0.0), dim=-1)  # (B, N)
         p_cache = torch.zeros_like(log_p).scatter_add_(1, values, w)  # (B, V)
-        weight = self.config.weight(self.filled[:, None])
-        lam = torch.as_tensor(weight, dtype=log_p.dtype, device=log_p.device)  # (B, 1)
+        lam = self.config.lam
         mixed = torch.log((1 - lam) * log_p.exp() + lam * p_cache)
         return torch.where(empty[:, None], log_p, mixed)
 
@@ -348,13 +335,16 @@ def window_scores(
     if windows.shape[1] < 2:
         return (-lpm).numpy(), (-lpm).numpy()
     keys = out[:, :-1].float()  # (R, L-1, H): position i predicted windows[:, i + 1]
-    n = min(config.size, keys.shape[1])
-    keys, values = keys[:, -n:], x[:, 1:][:, -n:]  # the last n positions before the target
+    n = min(config.size, keys.shape[1]) - config.min_lag  # the entries that vote
+    if n <= 0:
+        return (-lpm).numpy(), (-lpm).numpy()
+    end = keys.shape[1] - config.min_lag
+    keys, values = keys[:, end - n : end], x[:, 1:][:, end - n : end]  # positions t-size .. t-1-min_lag
     scores = config.theta * torch.einsum("rnh,rh->rn", keys, out[:, -1].float()).double()
     match = values == t[:, None]
     lse_all = torch.logsumexp(scores, dim=1)
     lse_match = torch.logsumexp(scores.masked_fill(~match, -math.inf), dim=1)
-    return (-lpm).numpy(), (-mix(lpm, (lse_match - lse_all).cpu(), config.weight(n))).numpy()
+    return (-lpm).numpy(), (-mix(lpm, (lse_match - lse_all).cpu(), config.lam)).numpy()
 
 
 def window_nlls(

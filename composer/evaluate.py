@@ -601,7 +601,7 @@ def fit_cache_on_data(
             sampling = _fit_sampling(first.path, data_set, str(dev), log)
             if sampling is not None:
                 record["sampling"] = sampling.to_dict()
-                config = replace(fit.config, sample_lam=sampling.sample_lam, sample_warmup=sampling.warmup)
+                config = replace(fit.config, sample_lam=sampling.sample_lam, sample_min_lag=sampling.min_lag)
                 written = [f for c in ckpts for f in save_cache(c.path, config, record)]
         out.append(
             FittedCache(

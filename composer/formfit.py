@@ -14,16 +14,15 @@ is tried too. Music that hardly repeats a bar (under 5%, like the Bach chorales)
 and keeps ``lam``. The result is stored as the cache's ``sample_lam``, which ``generate`` uses;
 likelihood keeps ``lam``.
 
-The songs must also still sound like the music. Each weight's songs are scored on the music statistics
-of ``composer.musicstats`` against the held-out pieces (mean overlapping area); a weight whose songs
-fall more than ``TEXTURE_TOLERANCE`` below songs sampled without the cache is not chosen, however well
-they repeat. A song's cache holds nothing but its own opening at first: sampled with a high weight from
-its first token on, the song copies whatever its first bars happened to be over and over; on folk tunes
-of melody and chords the chords thin out. So where no weight gets within ``NEAR`` of the music's share
-without losing the texture, the search runs again with a warm-up: sampling's weight grows from 0 over
-the song's first ``WARMUP_BARS`` bars' worth of tokens (the cache's ``sample_warmup``), and the closest
-of both searches wins. (On game music of exact repeats, the warm-up is what loses the repeats: the
-songs' first bars, written by the model alone, are too varied to settle into a pattern.)
+The songs must also still sound like the music, and not loop. Each weight's songs are scored on the
+music statistics of ``composer.musicstats`` against the held-out pieces (mean overlapping area); a
+weight whose songs fall more than ``TEXTURE_TOLERANCE`` below songs sampled without the cache, or at
+which more than ``MAX_LOOP_SHARE`` of them fall into a loop, is not chosen, however well they repeat.
+At a high weight, a cache that may copy the bar just written makes one or two bars over and over (on
+folk tunes, with the chords thinning out); music repeats phrases of 4 or 8 bars instead. So where no
+weight gets within ``NEAR`` of the music's share that way, the search runs again with the cache's most
+recent ``LAG_BARS`` bars' worth of positions left out of the vote (the cache's ``sample_min_lag``):
+songs can then only copy from at least that far back, and the closest of both searches wins.
 """
 
 from __future__ import annotations
@@ -44,16 +43,16 @@ from composer.musicstats import FeatureSet, compare_sets
 
 #: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
-#: Where no weight without a warm-up gets within NEAR of the music's share (in ratio), the search is run
-#: again with sampling's weight growing from 0 to its full value over this many bars' worth of tokens.
-WARMUP_BARS = 8
+#: Where no weight gets within NEAR of the music's share (in ratio), the search is run again with the
+#: cache copying only from at least this many bars' worth of tokens back (form counts repeats from 4).
+LAG_BARS = 4
 NEAR = 0.25
 #: A weight at which more songs than this share fall into a loop (``composer.form.is_loop``) is not chosen.
 MAX_LOOP_SHARE = 0.05
 #: A weight whose songs' mean overlap with the held-out music is further than this below that of songs
 #: sampled without the cache is not chosen. The overlap of 24 songs varies by about 0.03 between seeds, so
-#: two weights' songs differ by up to about 0.08 by chance; songs that copy their opening texture lose
-#: 0.15 to 0.3 (composer.cache's warm-up).
+#: two weights' songs differ by up to about 0.08 by chance; songs that fall into copying their last bars
+#: lose 0.15 to 0.3.
 TEXTURE_TOLERANCE = 0.1
 #: Songs per weight and their length in bars: the median held-out piece's, within these bounds (32 at
 #: least: a song's share of repeated bars grows with its length, and form is about songs of 32 bars and
@@ -74,7 +73,7 @@ class SampleLambdaFit:
     bars: int
     tried: list[dict[str, Any]]  # {"lam", "share", "loops", "overlap"} per weight tried
     songs: int = SONGS  # sampled at each weight
-    warmup: int | None = None  # tokens over which sampling's weight grows (None: as for likelihood)
+    min_lag: int | None = None  # the newest positions left out of sampling's vote (None: as for likelihood)
     floor: float | None = None  # the least mean overlap a chosen weight's songs may have
     plain: float | None = None  # the mean overlap of songs sampled without the cache
 
@@ -91,9 +90,9 @@ class SampleLambdaFit:
 
         groups: dict[int, list[str]] = {}
         for t in self.tried:
-            groups.setdefault(int(t.get("warmup") or 0), []).append(one(t))
+            groups.setdefault(int(t.get("min_lag") or 0), []).append(one(t))
         head = "" if self.plain is None else f"no cache: overlap {self.plain:.2f}; "
-        parts = [(f"warm-up {w} tokens: " if w else "") + ", ".join(items) for w, items in groups.items()]
+        parts = [(f"copying from {w}+ tokens back: " if w else "") + ", ".join(x) for w, x in groups.items()]
         return head + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +101,7 @@ class SampleLambdaFit:
             "reference_share": self.reference_share,
             "bars": self.bars,
             "songs": self.songs,
-            "warmup": self.warmup,
+            "min_lag": self.min_lag,
             "floor": self.floor,
             "plain_overlap": self.plain,
             "tried": self.tried,
@@ -149,12 +148,13 @@ def fit_sample_lambda(
     plain = sample(False)[1]
     floor = plain - TEXTURE_TOLERANCE
 
-    def search(warmup: int) -> list[dict[str, Any]]:
+    def search(min_lag: int) -> list[dict[str, Any]]:
         def attempt(lam: float) -> dict[str, Any]:
-            got, overlap = sample(CacheConfig(theta=cache.theta, lam=lam, size=cache.size, warmup=warmup))
+            got, overlap = sample(CacheConfig(theta=cache.theta, lam=lam, size=cache.size, min_lag=min_lag))
             return {
                 "lam": float(lam),
-                "warmup": warmup,
+                "min_lag": min_lag,
+                "songs": songs,
                 "share": got.exact,
                 "loops": got.loops,
                 "overlap": overlap,
@@ -165,10 +165,10 @@ def fit_sample_lambda(
     tried = search(0)
     best = closest(tried, ref_share, floor)
     if not near_enough(best, ref_share, floor):
-        tried += search(int(round(WARMUP_BARS * per_bar)))
+        tried += search(int(round(LAG_BARS * per_bar)))
         best = closest(tried, ref_share, floor)
     return SampleLambdaFit(
-        float(best["lam"]), float(ref_share), bars, tried, songs, int(best.get("warmup") or 0), floor, plain
+        float(best["lam"]), float(ref_share), bars, tried, songs, int(best.get("min_lag") or 0), floor, plain
     )
 
 
@@ -259,7 +259,7 @@ def fit_checkpoint_sampling(
         return None
     record = dict((ckpt.meta.get("cache") or {}).get("fit") or {})
     record["sampling"] = fit.to_dict()
-    save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam, sample_warmup=fit.warmup), record)
+    save_cache(ckpt.path, replace(ckpt.cache, sample_lam=fit.sample_lam, sample_min_lag=fit.min_lag), record)
     if say is not None and not fit.tried:
         say(
             f"cache sampling lambda {fit.sample_lam:g}, as for likelihood: the held-out pieces repeat "

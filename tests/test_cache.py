@@ -97,39 +97,47 @@ def test_bank_matches_whole_piece_scoring() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_warmup_grows_the_weight_and_bank_and_whole_piece_agree() -> None:
-    """With a warm-up of W positions the weight at a position with n earlier ones is lam * n / W: the
-    same token by token (CacheBank) as over the whole piece, the plain model at the first position, and
-    the full cache from position W on."""
+def test_min_lag_leaves_the_newest_positions_out_and_bank_and_whole_piece_agree() -> None:
+    """With ``min_lag`` L only positions at least L + 1 back vote: a piece that repeats every 20 tokens is
+    copied with L = 10 (the last repeat is 20 back) and not with L = 25 until two repeats are in; the
+    plain model until L + 1 positions are in; token by token (CacheBank) as over the whole piece, and in a
+    window cut from the piece."""
+    from composer.cache import window_nlls
+
     model = _model()
-    tokens = np.concatenate([[1], np.tile(np.random.default_rng(8).integers(3, 40, 20), 5)])
+    tokens = np.concatenate([[1], np.tile(np.random.default_rng(8).integers(3, 40, 20), 6)])
     lp, hidden = _score(model, tokens)
-    warm = CacheConfig(theta=20.0, lam=0.8, size=200, warmup=40)
-    full = cached_nlls(lp, hidden, tokens, replace(warm, warmup=0))
-    want = cached_nlls(lp, hidden, tokens, warm)
-    assert warm.weight(0) == 0.0 and warm.weight(10) == pytest.approx(0.2) and warm.weight(400) == 0.8
-    np.testing.assert_allclose(want[40:], full[40:])  # warmed up: the cache at full weight
-    assert want[0] == -lp[0]
-    for t in (1, 13, 30):  # t earlier positions: the cache at lam * t / 40
-        at = cached_nlls(lp, hidden, tokens, CacheConfig(theta=20.0, lam=0.8 * t / 40, size=200))
-        assert want[t] == pytest.approx(at[t])
-    assert want[21:40].mean() > full[21:40].mean()  # the first repeat copied at less than full weight
-    bank = CacheBank(warm, batch=1, hidden_size=32, vocab=40, device="cpu")
-    state = model.init_state(1)
-    got = []
-    with torch.no_grad():
-        for t in range(len(tokens) - 1):
-            h, state = model.step_hidden(torch.tensor([int(tokens[t])]), state)
-            got.append(-float(bank.mix_logits(model.project(h), h)[0, tokens[t + 1]]))
-            bank.push(h, torch.tensor([int(tokens[t + 1])]))
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    base = CacheConfig(theta=20.0, lam=0.8, size=200)
+    near = cached_nlls(lp, hidden, tokens, replace(base, min_lag=10))
+    far = cached_nlls(lp, hidden, tokens, replace(base, min_lag=25))
+    full = cached_nlls(lp, hidden, tokens, base)
+    np.testing.assert_array_equal(near[:11], -lp[:11])  # nothing 11+ back yet
+    assert near[25:45].mean() < 0.5 * (-lp[25:45]).mean()  # copies the previous repeat
+    assert far[26:45].mean() > near[26:45].mean() + 0.5  # 20 back is too near for L = 25 ...
+    assert far[60:].mean() < 0.5 * (-lp[60:]).mean()  # ... 40 back is not
+    assert not np.allclose(near, full)
+    for cfg in (replace(base, min_lag=10), replace(base, min_lag=25), replace(base, size=30, min_lag=10)):
+        want = cached_nlls(lp, hidden, tokens, cfg)
+        bank = CacheBank(cfg, batch=1, hidden_size=32, vocab=40, device="cpu")
+        state = model.init_state(1)
+        got = []
+        with torch.no_grad():
+            for t in range(len(tokens) - 1):
+                h, state = model.step_hidden(torch.tensor([int(tokens[t])]), state)
+                got.append(-float(bank.mix_logits(model.project(h), h)[0, tokens[t + 1]]))
+                bank.push(h, torch.tensor([int(tokens[t + 1])]))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():  # a window reaching back to the start sees what the whole piece sees
+            ts = np.array([50, 90])
+            win = window_nlls(model, np.stack([tokens[:50]]), tokens[ts[:1]], cfg)
+        np.testing.assert_allclose(win, want[ts[:1] - 1], atol=1e-4)
 
 
 @pytest.mark.parametrize(
     "bad",
     [
         {"lam": 1.5}, {"theta": -1.0}, {"size": 0}, {"nope": 1}, {"sample_lam": 1.2}, {"sample_lam": "a"},
-        {"warmup": -1}, {"sample_warmup": 1.5},
+        {"min_lag": -1}, {"sample_min_lag": 1.5},
     ],
 )
 def test_config_refuses_bad_values(bad: dict) -> None:

@@ -31,13 +31,13 @@ from tests.helpers_train import build_tiny_corpus, tiny_config
 torch.set_num_threads(1)
 
 
-def test_sampling_config_replaces_lambda_and_warmup_only() -> None:
-    c = CacheConfig(theta=1.0, lam=0.4, size=512, sample_lam=0.9, sample_warmup=200)
-    assert c.sampling == CacheConfig(theta=1.0, lam=0.9, size=512, warmup=200)
+def test_sampling_config_replaces_lambda_and_lag_only() -> None:
+    c = CacheConfig(theta=1.0, lam=0.4, size=512, sample_lam=0.9, sample_min_lag=200)
+    assert c.sampling == CacheConfig(theta=1.0, lam=0.9, size=512, min_lag=200)
     assert CacheConfig.from_dict(c.to_dict()) == c
-    assert CacheConfig(lam=0.4, sample_lam=0.9).sampling == CacheConfig(lam=0.9)  # fitted before warm-ups
+    assert CacheConfig(lam=0.4, sample_lam=0.9).sampling == CacheConfig(lam=0.9)  # fitted before lags
     old = CacheConfig.from_dict({"theta": 1.0, "lam": 0.4, "size": 512})  # checkpoints before sample_lam
-    assert old.sample_lam is None and old.sample_warmup is None and old.sampling is old
+    assert old.sample_lam is None and old.sample_min_lag is None and old.sampling is old
 
 
 def test_the_fit_does_not_trade_the_texture_for_repeats() -> None:
@@ -53,7 +53,7 @@ def test_the_fit_does_not_trade_the_texture_for_repeats() -> None:
     assert closest(tried, 0.45)["lam"] == 0.95  # repeats alone would choose this
     assert closest(tried, 0.45, floor)["lam"] == 0.8
     assert crossing(tried, 0.30) == 0.855 and crossing(tried, 0.30, floor) is None
-    assert not near_enough(closest(tried, 0.45, floor), 0.45, floor)  # 18% against 45%: try a warm-up
+    assert not near_enough(closest(tried, 0.45, floor), 0.45, floor)  # 18% against 45%: try a lag
     assert near_enough(tried[2], 0.45, None) and not near_enough(tried[2], 0.45, floor)
     # every weight loses it: the smallest
     assert closest([{**t, "overlap": 0.1} for t in tried], 0.45, floor)["lam"] == 0.5
@@ -87,28 +87,28 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     fit = fit_sample_lambda(load_checkpoint(best), reference, songs=2)
     assert fit is not None
     grid = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
-    for w in {t["warmup"] for t in fit.tried}:  # each search: every weight from lam up, and one between
-        lams = [t["lam"] for t in fit.tried if t["warmup"] == w]
+    for w in {t["min_lag"] for t in fit.tried}:  # each search: every weight from lam up, and one between
+        lams = [t["lam"] for t in fit.tried if t["min_lag"] == w]
         assert set(grid) <= set(lams) and len(lams) <= len(grid) + 1 and lams == sorted(lams)
     assert fit.sample_lam in [t["lam"] for t in fit.tried]
     assert fit.bars == 32  # the median piece has 24 bars: songs get the least, 32 (32 to 48)
     assert all(0.0 <= t["overlap"] <= 1.0 for t in fit.tried)
     assert fit.plain is not None and fit.floor == pytest.approx(fit.plain - TEXTURE_TOLERANCE)
-    chosen = next(t for t in fit.tried if t["lam"] == fit.sample_lam and t["warmup"] == fit.warmup)
-    warmups = sorted({t["warmup"] for t in fit.tried})
-    assert warmups[0] == 0 and len(warmups) <= 2  # a search with a warm-up only where the first fails
-    if len(warmups) == 1:
+    chosen = next(t for t in fit.tried if t["lam"] == fit.sample_lam and t["min_lag"] == fit.min_lag)
+    lags = sorted({t["min_lag"] for t in fit.tried})
+    assert lags[0] == 0 and len(lags) <= 2  # a search with a lag only where the first fails
+    if len(lags) == 1:
         assert near_enough(chosen, fit.reference_share, fit.floor)
     assert 0.0 <= fit.reference_share <= 1.0
     stored = fit_checkpoint_sampling(best, reference)
     assert stored is not None
     ckpt = load_checkpoint(best)
     assert ckpt.cache is not None and ckpt.cache.lam == 0.5 and ckpt.cache.sample_lam == stored.sample_lam
-    assert ckpt.cache.sample_warmup == stored.warmup and ckpt.cache.warmup == 0  # likelihood: no warm-up
+    assert ckpt.cache.sample_min_lag == stored.min_lag and ckpt.cache.min_lag == 0  # likelihood: no lag
     assert ckpt.meta["cache"]["fit"]["targets"] == 1  # the likelihood fit's record is kept
     assert ckpt.meta["cache"]["fit"]["sampling"]["sample_lam"] == stored.sample_lam
     used = _cache_config(ckpt, None)
-    assert used is not None and used.lam == stored.sample_lam and used.warmup == stored.warmup
+    assert used is not None and used.lam == stored.sample_lam and used.min_lag == stored.min_lag
     # pieces without notes give nothing to compare
     assert fit_sample_lambda(ckpt, [Score()]) is None
 

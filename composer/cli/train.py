@@ -310,7 +310,7 @@ def cache_summary(stored: Any) -> str:
     if c.get("sample_lam") is not None and isinstance(sampling, dict):
         text += (
             f"; sampling lambda {c['sample_lam']:g}"
-            + (f" after {c['sample_warmup']} tokens" if c.get("sample_warmup") else "")
+            + (f" copying from {c['sample_min_lag']}+ tokens back" if c.get("sample_min_lag") else "")
             + " (songs repeat bars like the held-out music: "
             f"{float(sampling.get('reference_share') or 0):.0%} of {sampling.get('bars')} bars)"
         )
@@ -371,7 +371,7 @@ def fit_cache_command(checkpoint: Path, data: Path | None, max_tokens: int, devi
         )
         if f.sampling is not None:
             s = f.sampling
-            warm = f", growing over the first {s.warmup} tokens" if s.warmup else ""
+            warm = f", copying from {s.min_lag}+ tokens back" if s.min_lag else ""
             click.echo(
                 f"  sampling lambda {s.sample_lam:g}{warm}: songs of {s.bars} bars repeat bars as the "
                 f"data's {s.reference_share:.0%} without losing its texture (by lambda: {s.describe_tried()})"
