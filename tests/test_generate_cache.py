@@ -195,7 +195,7 @@ def test_the_cache_refuses_a_batch_too_big_for_memory(beat_ckpt: Path) -> None:
 
 def test_a_loop_is_flagged_and_a_song_with_form_is_not() -> None:
     loop = degenerate_warnings(motif_score(10))
-    assert any(w.startswith("a loop:") and "(10 bars)" in w for w in loop), loop
+    assert any(w.startswith("a loop:") and "(10 bars in a row)" in w for w in loop), loop
     a = motif_score(4)
     b = Score(ticks_per_beat=480, tempos=[TempoChange(0, 120.0)], time_signatures=[TimeSignature(0, 4, 4)])
     inst = Instrument(program=0)
