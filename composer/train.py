@@ -30,6 +30,7 @@ over processes, and process 0 alone writes checkpoints, metrics (``composer.metr
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -172,7 +173,8 @@ def train(
         pbar = _progress_bar(config.max_steps, st.step, enabled=progress and is_main)
         stopper = _GracefulStop(enabled=not dist_info.enabled)
         run.model.train()
-        with stopper, out_of_memory_as(oom), contextlib.closing(pbar), contextlib.closing(metrics):
+        with stopper, out_of_memory_as(oom), contextlib.closing(pbar), contextlib.closing(metrics), \
+                contextlib.closing(run):  # fmt: skip
             while st.step < config.max_steps:
                 t0 = time.perf_counter()
                 lr = get_lr(st.step, config, st.schedule)
@@ -322,6 +324,14 @@ class _Run:
             ids = [device.index] if device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper once the loop is over: it holds the process group,
+        which must be gone before the group is destroyed (else gloo now and then aborts the process at
+        exit: "terminate called without an active exception")."""
+        if self.ddp is not self.model:
+            self.ddp = self.model
+            gc.collect()
 
     def describe(self) -> str:
         c, m = self.config, self.model.config
