@@ -21,8 +21,10 @@ which more than ``MAX_LOOP_SHARE`` of them fall into a loop, is not chosen, howe
 At a high weight, a cache that may copy the bar just written makes one or two bars over and over (on
 folk tunes, with the chords thinning out); music repeats phrases of 4 or 8 bars instead. So where no
 weight gets within ``NEAR`` of the music's share that way, the search runs again with the cache's most
-recent ``LAG_BARS`` bars' worth of positions left out of the vote (the cache's ``sample_min_lag``):
-songs can then only copy from at least that far back, and the closest of both searches wins.
+recent 4 bars' worth of positions left out of the vote (the cache's ``sample_min_lag``): songs can then
+only copy from at least that far back. Where that finds too little to copy (dense game music, whose
+model-written bars rarely come back exactly from so far), it runs once more with 1 bar left out
+(``LAG_BARS``), and the closest of all the searches wins.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from composer.musicstats import FeatureSet, compare_sets
 #: Weights tried: those above the likelihood's ``lam``, or below it where songs at ``lam`` repeat too much.
 SAMPLE_LAMBDAS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
 #: Where no weight gets within NEAR of the music's share (in ratio), the search is run again with the
-#: cache copying only from at least this many bars' worth of tokens back (form counts repeats from 4).
-LAG_BARS = 4
+#: cache copying only from at least this many bars' worth of tokens back, each in turn until one does
+#: (form counts repeats from 4 bars back).
+LAG_BARS = (4, 1)
 NEAR = 0.25
 #: A weight at which more songs than this share fall into a loop (``composer.form.is_loop``) is not chosen.
 MAX_LOOP_SHARE = 0.05
@@ -164,8 +167,10 @@ def fit_sample_lambda(
 
     tried = search(0)
     best = closest(tried, ref_share, floor)
-    if not near_enough(best, ref_share, floor):
-        tried += search(int(round(LAG_BARS * per_bar)))
+    for lag_bars in LAG_BARS:
+        if near_enough(best, ref_share, floor):
+            break
+        tried += search(max(1, int(round(lag_bars * per_bar))))
         best = closest(tried, ref_share, floor)
     return SampleLambdaFit(
         float(best["lam"]), float(ref_share), bars, tried, songs, int(best.get("min_lag") or 0), floor, plain

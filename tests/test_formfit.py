@@ -14,6 +14,7 @@ from composer.checkpoint import load_checkpoint, save_cache
 from composer.corpus import Corpus
 from composer.form import bar_patterns, first_bars
 from composer.formfit import (
+    LAG_BARS,
     SAMPLE_LAMBDAS,
     TEXTURE_TOLERANCE,
     closest,
@@ -95,8 +96,13 @@ def test_sampling_weight_is_fitted_stored_and_used(run: tuple[Path, Corpus]) -> 
     assert all(0.0 <= t["overlap"] <= 1.0 for t in fit.tried)
     assert fit.plain is not None and fit.floor == pytest.approx(fit.plain - TEXTURE_TOLERANCE)
     chosen = next(t for t in fit.tried if t["lam"] == fit.sample_lam and t["min_lag"] == fit.min_lag)
-    lags = sorted({t["min_lag"] for t in fit.tried})
-    assert lags[0] == 0 and len(lags) <= 2  # a search with a lag only where the first fails
+    lags = list(dict.fromkeys(t["min_lag"] for t in fit.tried))  # in the order searched
+    assert lags[0] == 0 and len(lags) <= 1 + len(LAG_BARS)
+    assert lags == sorted(lags[:1]) + sorted(lags[1:], reverse=True)  # 4 bars back, then 1
+    ref, floor = fit.reference_share, fit.floor
+    for i in range(1, len(lags)):  # each later search only where none before got near
+        before = [t for t in fit.tried if t["min_lag"] in lags[:i]]
+        assert not near_enough(closest(before, ref, floor), ref, floor)
     if len(lags) == 1:
         assert near_enough(chosen, fit.reference_share, fit.floor)
     assert 0.0 <= fit.reference_share <= 1.0
