@@ -69,6 +69,9 @@ MAX_SONGS = 4096
 #: music doubles a note two or three times; without a limit, a song copying its own past through the
 #: cache can stack one note dozens of times.
 MAX_UNISON = 3
+#: Empty bars in a row a sampled song may have (Grammar.limit_empty_bars): in the Bach chorales, the
+#: Nottingham tunes, VGMIDI and the Debian game music, 3 or more occur in fewer than 1% of the pieces.
+MAX_EMPTY_BARS = 2
 #: How often (in steps) the progress callback is called.
 PROGRESS_EVERY = 16
 #: The most memory the neural cache's keys may take for one batch (songs x cache size x hidden units).
@@ -309,6 +312,7 @@ def sample_ids(
     if grammar is None:
         grammar = tok.grammar()
         grammar.limit_unisons(MAX_UNISON)
+        grammar.limit_empty_bars(MAX_EMPTY_BARS)
     g = grammar
     filt = _Filter(temperature, top_k, top_p, tok.vocab.size)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)

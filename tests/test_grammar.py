@@ -198,3 +198,37 @@ def test_sampling_can_cap_a_unison_the_encoder_keeps():
     assert MAX_UNISON >= 2  # real music doubles notes: sampling must still be able to
     with pytest.raises(ValueError):
         capped.limit_unisons(0)
+
+
+def test_sampling_can_cap_empty_bars_in_a_row_the_encoder_keeps():
+    """Four empty bars between two notes: the encoder writes them and the exact grammar admits them; with
+    ``limit_empty_bars(2)`` the third BAR in a row is masked (a position, for a note, is still open)."""
+    from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature
+    from composer.sample import MAX_EMPTY_BARS
+
+    tok = TOKENIZERS["beat"]
+    bar = 4 * 480
+    notes = [Note(60, 80, 0, 480), Note(62, 80, 5 * bar, 5 * bar + 480)]  # bars 2-5 empty
+    meter = [TimeSignature(0, 4, 4)]
+    score = Score(480, [Instrument(0, False, "Piano", notes)], [TempoChange(0, 120.0)], meter)
+    ids = tok.encode(score)[0]
+    assert [n.start for n in tok.decode(ids).instruments[0].notes] == [0, 5 * bar]
+    assert accepts(tok.grammar(), ids)
+    capped = tok.grammar()
+    capped.limit_empty_bars(2)
+    assert not accepts(capped, ids)
+    loose = tok.grammar()
+    loose.limit_empty_bars(4)
+    assert accepts(loose, ids)
+    st_ = capped.start(1)
+    bar_id, bars = tok.vocab.id("BAR"), 0
+    for t in ids[1:]:
+        capped.advance(st_, np.array([t]), strict=False)
+        bars += int(t == bar_id)
+        if bars == 4:  # bars 2 and 3 were left empty; bar 4 has just begun
+            break
+    mask = capped.row_mask(st_.rows[0])
+    assert not mask[bar_id] and mask[tok.vocab.id("POSITION_0")]
+    assert MAX_EMPTY_BARS >= 1
+    with pytest.raises(ValueError):
+        capped.limit_empty_bars(-1)

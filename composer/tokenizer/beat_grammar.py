@@ -4,7 +4,8 @@ A TIME_SIGNATURE only right after a BAR, positions strictly increasing inside a 
 ordered by program, then pitch, then duration (a unison, two notes of one program and pitch at one
 position, comes shorter first), DURATION only after PITCH (or after a maximal DURATION, which chains),
 TEMPO only right after a POSITION. Once the end is requested the bar in progress is finished and the piece
-stops on its bar line. ``limit_unisons`` caps how many notes a unison may have (sampling does).
+stops on its bar line. ``limit_unisons`` caps how many notes a unison may have, ``limit_empty_bars`` how
+many empty bars may come in a row (sampling does both).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class BeatRow(Row):
     pos_prog: int = -1  # program of the last note at this position
     pos_pitch: int = -1  # pitch of the last note of pos_prog at this position
     pos_unison: int = 0  # notes of pos_prog at pos_pitch at this position so far
+    bar_notes: int = 0  # notes in the bar in progress
+    empty_run: int = 0  # empty bars in a row just before the bar in progress
     note_dur: int = 0  # grid steps of the last note so far (its DURATIONs summed)
     dur_floor: int = 0  # the least total duration the note being written may have (a unison's order)
     vel_unison: bool = True  # whether the note after this VELOCITY may be a unison (not once ending)
@@ -95,7 +98,7 @@ class BeatGrammar(Grammar[BeatRow]):
             if last == "BAR":  # a time signature only when it changes
                 m[self.o_ts : self.o_ts + len(self.bar_steps)] = True
                 m[self.o_ts + r.ts] = False
-            if not r.ending:  # an empty bar (a piece never ends on one)
+            if not r.ending and self._may_leave_empty(r):  # an empty bar (a piece never ends on one)
                 m[self.bar_id] = True
         elif last == "POSITION":  # a position holds a tempo change or notes
             m |= self.m_tempo
@@ -121,6 +124,10 @@ class BeatGrammar(Grammar[BeatRow]):
             self._after_event(r, m)
             m[self.eos_id] = True
         return m
+
+    def _may_leave_empty(self, r: BeatRow) -> bool:
+        """Whether the bar in progress, empty so far, may end empty (``limit_empty_bars``)."""
+        return self.max_empty_bars is None or r.empty_run < self.max_empty_bars
 
     def _bar_or_end(self, r: BeatRow, m: np.ndarray) -> None:
         """A new bar; once the end is requested, EOS instead, so the piece stops on a bar line."""
@@ -184,6 +191,8 @@ class BeatGrammar(Grammar[BeatRow]):
         elif kind == "BAR":
             if r.bars:  # time to the end of the previous bar
                 r.seconds += (r.bar_len - max(r.pos, 0)) * r.sec_per_step
+                r.empty_run = r.empty_run + 1 if r.bar_notes == 0 else 0
+            r.bar_notes = 0
             r.bars += 1
             r.pos = -1
             r.pos_prog = r.pos_pitch = -1
@@ -209,6 +218,7 @@ class BeatGrammar(Grammar[BeatRow]):
             r.note_dur = 0
             r.pos_prog, r.pos_pitch = r.prog, val
             r.notes += 1
+            r.bar_notes += 1
         elif kind == "DURATION":
             r.note_dur += val
         elif kind == "PAD":

@@ -80,6 +80,7 @@ class Grammar(ABC, Generic[R]):
         self.pad_only = self._mask()
         self.pad_only[self.pad_id] = True
         self.max_unison: int | None = None  # see limit_unisons
+        self.max_empty_bars: int | None = None  # see limit_empty_bars
 
     def limit_unisons(self, n: int) -> None:
         """Admit at most ``n`` notes of one program and pitch starting together (a unison), where the
@@ -91,6 +92,17 @@ class Grammar(ABC, Generic[R]):
         if n < 1:
             raise ValueError(f"a unison limit must be at least 1, got {n}")
         self.max_unison = n
+
+    def limit_empty_bars(self, n: int) -> None:
+        """Admit at most ``n`` empty bars in a row, where the encoding has bars; None (the default) as
+        many as the encoder writes.
+
+        For sampling: once a model has written one empty bar, its state can favour another, and a song
+        falls silent for many bars; real music rarely rests more than a bar or two in every part at once.
+        """
+        if n < 0:
+            raise ValueError(f"an empty-bar limit must be at least 0, got {n}")
+        self.max_empty_bars = n
 
     def _mask(self, *kinds: str) -> np.ndarray:
         return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
