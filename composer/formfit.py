@@ -74,7 +74,7 @@ class SampleLambdaFit:
     sample_lam: float
     reference_share: float  # repeated-bar share of the held-out pieces (first ``bars`` bars)
     bars: int
-    tried: list[dict[str, Any]]  # {"lam", "share", "loops", "overlap"} per weight tried
+    tried: list[dict[str, Any]]  # {"lam", "min_lag", "songs", "share", "loops", "overlap"} per weight tried
     songs: int = SONGS  # sampled at each weight
     min_lag: int | None = None  # the newest positions left out of sampling's vote (None: as for likelihood)
     floor: float | None = None  # the least mean overlap a chosen weight's songs may have
@@ -179,8 +179,13 @@ def fit_sample_lambda(
 
 def near_enough(t: dict[str, Any], target: float, floor: float | None) -> bool:
     """Songs at this weight are ``usable`` and repeat within ``NEAR`` (in ratio) of ``target``."""
+    return usable(t, floor) and ratio_distance(t, target) <= math.log(1 + NEAR)
+
+
+def ratio_distance(t: dict[str, Any], target: float) -> float:
+    """|log| of the ratio of this weight's repeated-bar share to ``target`` (both plus ``EPS``)."""
     share = t["share"] if t["share"] is not None else 0.0
-    return usable(t, floor) and abs(math.log((share + EPS) / (target + EPS))) <= math.log(1 + NEAR)
+    return abs(math.log((share + EPS) / (target + EPS)))
 
 
 def usable(t: dict[str, Any], floor: float | None) -> bool:
@@ -228,8 +233,7 @@ def closest(tried: Sequence[dict[str, Any]], target: float, floor: float | None 
     smallest among equals); the smallest weight where none is."""
 
     def distance(t: dict[str, Any]) -> float:
-        share = t["share"] if t["share"] is not None else 0.0
-        return abs(math.log((share + EPS) / (target + EPS))) + (0.0 if usable(t, floor) else math.inf)
+        return ratio_distance(t, target) + (0.0 if usable(t, floor) else math.inf)
 
     best = min(tried, key=distance)
     return tried[0] if math.isinf(distance(best)) else best

@@ -32,6 +32,20 @@ def _score(model: LSTMModel, tokens: np.ndarray) -> tuple[np.ndarray, torch.Tens
         return lp.gather(1, tgt[:, None])[:, 0].double().numpy(), out[0]
 
 
+def _bank_nlls(model: LSTMModel, tokens: np.ndarray, cfg: CacheConfig, batch: int = 1) -> list[float]:
+    """The NLL of each next token sampled token by token through a CacheBank (every row the same piece;
+    the last row's)."""
+    bank = CacheBank(cfg, batch=batch, hidden_size=32, vocab=40, device="cpu")
+    state = model.init_state(batch)
+    got = []
+    with torch.no_grad():
+        for t in range(len(tokens) - 1):
+            h, state = model.step_hidden(torch.full((batch,), int(tokens[t]), dtype=torch.long), state)
+            got.append(-float(bank.mix_logits(model.project(h), h)[-1, tokens[t + 1]]))
+            bank.push(h, torch.full((batch,), int(tokens[t + 1]), dtype=torch.long))
+    return got
+
+
 def test_lambda_zero_is_the_plain_model_exactly() -> None:
     model = _model()
     tokens = np.random.default_rng(1).integers(3, 40, 300)
@@ -84,17 +98,7 @@ def test_bank_matches_whole_piece_scoring() -> None:
     cfg = CacheConfig(theta=1.0, lam=0.4, size=50)
     lp, hidden = _score(model, tokens)
     want = cached_nlls(lp, hidden, tokens, cfg)
-    bank = CacheBank(cfg, batch=2, hidden_size=32, vocab=40, device="cpu")
-    state = model.init_state(2)
-    got = []
-    with torch.no_grad():
-        for t in range(len(tokens) - 1):
-            x = torch.full((2,), int(tokens[t]), dtype=torch.long)
-            h, state = model.step_hidden(x, state)
-            mixed = bank.mix_logits(model.project(h), h)
-            got.append(-float(mixed[1, tokens[t + 1]]))
-            bank.push(h, torch.full((2,), int(tokens[t + 1]), dtype=torch.long))
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_bank_nlls(model, tokens, cfg, batch=2), want, rtol=1e-4, atol=1e-4)
 
 
 def test_min_lag_leaves_the_newest_positions_out_and_bank_and_whole_piece_agree() -> None:
@@ -118,15 +122,7 @@ def test_min_lag_leaves_the_newest_positions_out_and_bank_and_whole_piece_agree(
     assert not np.allclose(near, full)
     for cfg in (replace(base, min_lag=10), replace(base, min_lag=25), replace(base, size=30, min_lag=10)):
         want = cached_nlls(lp, hidden, tokens, cfg)
-        bank = CacheBank(cfg, batch=1, hidden_size=32, vocab=40, device="cpu")
-        state = model.init_state(1)
-        got = []
-        with torch.no_grad():
-            for t in range(len(tokens) - 1):
-                h, state = model.step_hidden(torch.tensor([int(tokens[t])]), state)
-                got.append(-float(bank.mix_logits(model.project(h), h)[0, tokens[t + 1]]))
-                bank.push(h, torch.tensor([int(tokens[t + 1])]))
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(_bank_nlls(model, tokens, cfg), want, rtol=1e-4, atol=1e-4)
         with torch.no_grad():  # a window reaching back to the start sees what the whole piece sees
             ts = np.array([50, 90])
             win = window_nlls(model, np.stack([tokens[:50]]), tokens[ts[:1]], cfg)

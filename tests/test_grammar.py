@@ -163,6 +163,22 @@ def test_beat_grammar_counts_seconds_at_the_tempo_the_decoded_file_has(tmp_path,
     assert state.seconds[0] == pytest.approx(float(song.ticks_to_seconds([last_onset])[0]), rel=1e-6)
 
 
+def _kind(tok, token: int) -> str:
+    return tok.vocab.decode_event(int(token))[0]
+
+
+def _mask_once(g, ids, done) -> np.ndarray:
+    """The grammar's mask right after the first prefix of ``ids`` (BOS left out) for which ``done``."""
+    st_ = g.start(1)
+    seen: list[int] = []
+    for t in ids[1:]:
+        g.advance(st_, np.array([t]), strict=False)
+        seen.append(int(t))
+        if done(seen):
+            return g.row_mask(st_.rows[0])
+    raise AssertionError("the prefix was never reached")
+
+
 def test_sampling_can_cap_a_unison_the_encoder_keeps():
     """Five notes of one pitch starting together: the encoder keeps them and the exact grammar admits them;
     with ``limit_unisons(3)`` the fourth is masked (the pitch above is still open), as sampling uses it."""
@@ -184,15 +200,10 @@ def test_sampling_can_cap_a_unison_the_encoder_keeps():
     loose.limit_unisons(5)
     assert accepts(loose, ids)
     # the mask itself, right after the third note of the unison
-    st_ = capped.start(1)
-    pitch_id, seen = tok.vocab.id(f"PITCH_{first.pitch}"), 0
-    for t in ids[1:]:
-        capped.advance(st_, np.array([t]), strict=False)
-        seen += int(t == pitch_id)
-        if seen == 3 and tok.vocab.decode_event(int(t))[0] == "DURATION":
-            break
-    mask = capped.row_mask(st_.rows[0])
-    vel = [i for i in range(tok.vocab.size) if tok.vocab.decode_event(i)[0] == "VELOCITY"]
+    pitch_id = tok.vocab.id(f"PITCH_{first.pitch}")
+    third = lambda seen: seen.count(pitch_id) == 3 and _kind(tok, seen[-1]) == "DURATION"  # noqa: E731
+    mask = _mask_once(capped, ids, third)
+    vel = [i for i in range(tok.vocab.size) if _kind(tok, i) == "VELOCITY"]
     pitch_ok = any(mask[vel]) or mask[tok.vocab.id(f"PITCH_{first.pitch + 1}")]
     assert not mask[pitch_id] and pitch_ok
     assert MAX_UNISON >= 2  # real music doubles notes: sampling must still be able to
@@ -220,14 +231,8 @@ def test_sampling_can_cap_empty_bars_in_a_row_the_encoder_keeps():
     loose = tok.grammar()
     loose.limit_empty_bars(4)
     assert accepts(loose, ids)
-    st_ = capped.start(1)
-    bar_id, bars = tok.vocab.id("BAR"), 0
-    for t in ids[1:]:
-        capped.advance(st_, np.array([t]), strict=False)
-        bars += int(t == bar_id)
-        if bars == 4:  # bars 2 and 3 were left empty; bar 4 has just begun
-            break
-    mask = capped.row_mask(st_.rows[0])
+    bar_id = tok.vocab.id("BAR")
+    mask = _mask_once(capped, ids, lambda seen: seen.count(bar_id) == 4)  # bars 2, 3 empty; bar 4 begun
     assert not mask[bar_id] and mask[tok.vocab.id("POSITION_0")]
     assert MAX_EMPTY_BARS >= 1
     with pytest.raises(ValueError):
