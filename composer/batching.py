@@ -10,10 +10,12 @@ order and its state is zeroed (``WindowPlan.new``). A window never spans two pie
 is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row start +
 arange), no DataLoader (``Batcher``).
 
-Each row draws an augmentation when it starts a piece (``Augmenter``, from an ``AugmentConfig``:
-transposition that keeps every note of the piece inside the tokenizer's pitch range, never applied to
-drums; velocity jitter; time stretch where the tokenizer ``supports_time_stretch``), applied on the
-device through precomputed lookup tables. ``composer.train``'s docstring draws the batch layout.
+A conditioned model's pieces are packed with their condition tokens after BOS (``prefixes``; see
+``composer.conditions``). Each row draws an augmentation when it starts a piece (``Augmenter``, from an
+``AugmentConfig``: transposition that keeps every note of the piece inside the tokenizer's pitch range,
+never applied to drums, and that moves the key condition with the notes; velocity jitter; time stretch
+where the tokenizer ``supports_time_stretch``; which conditions drop to NONE), applied on the device
+through precomputed lookup tables. ``composer.train``'s docstring draws the batch layout.
 
 A ``PieceStream``'s whole position (order, every row's piece, cursor and augmentation, its RNG) is in its
 ``state_dict``, which the checkpoint saves so that a resumed run continues exactly.
@@ -36,11 +38,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from composer.train_config import AugmentConfig
 
 
+#: Per row, the augmentation's table indices: pitch, other (velocity x stretch), dropped conditions.
+AUG_COLUMNS = 3
+
+
 class TokenStore:
     """One split's pieces packed into one token tensor on the device, plus the per-piece table.
 
     ``offsets``/``lengths`` index the packed tensor (not the corpus file). ``drums`` marks tokens that
-    belong to drum notes (never transposed); it is built only when asked for.
+    belong to drum notes (never transposed); it is built only when asked for. ``prefixes`` (per piece,
+    its condition tokens) are packed right after each piece's BOS.
     """
 
     def __init__(
@@ -51,14 +58,23 @@ class TokenStore:
         tokenizer: Tokenizer | None = None,
         drums: bool = False,
         keep_host: bool = False,
+        prefixes: Sequence[np.ndarray] | None = None,
     ) -> None:
-        lengths = np.array([p.length for p in pieces], dtype=np.int64)
+        extra = [0] * len(pieces) if prefixes is None else [len(x) for x in prefixes]
+        lengths = np.array([p.length + e for p, e in zip(pieces, extra, strict=True)], dtype=np.int64)
         offsets = np.zeros(len(pieces), dtype=np.int64)
         if len(pieces):
             offsets[1:] = np.cumsum(lengths)[:-1]
         packed = np.empty(int(lengths.sum()), dtype=np.int32)
-        for p, off in zip(pieces, offsets.tolist(), strict=True):
-            packed[off : off + p.length] = corpus_tokens[p.offset : p.offset + p.length]
+        for i, (p, off) in enumerate(zip(pieces, offsets.tolist(), strict=True)):
+            src = corpus_tokens[p.offset : p.offset + p.length]
+            if prefixes is None:
+                packed[off : off + p.length] = src
+            else:  # BOS, the conditions, the rest
+                k = extra[i]
+                packed[off] = src[0]
+                packed[off + 1 : off + 1 + k] = prefixes[i]
+                packed[off + 1 + k : off + k + p.length] = src[1:]
         self.offsets = offsets
         self.lengths = lengths
         self.notes = np.array([p.notes for p in pieces], dtype=np.int64)
@@ -103,7 +119,7 @@ class WindowPlan:
     cursor: np.ndarray  # position in the piece of the row's first input token
     n_valid: np.ndarray  # targets that are real tokens (the rest is PAD); 0 for an idle row
     new: np.ndarray  # bool: the row starts a piece here, so its carried state is zeroed
-    aug: np.ndarray  # (batch, 2) int: pitch-table and other-table index of the row's augmentation
+    aug: np.ndarray  # (batch, 3) int: pitch-, other- and drop-table index of the row's augmentation
 
 
 class PieceStream:
@@ -121,7 +137,7 @@ class PieceStream:
         window: int,
         rng: np.random.Generator | None = None,
         loop: bool = True,
-        sample_aug: Callable[[int], tuple[int, int]] | None = None,
+        sample_aug: Callable[[int], tuple[int, int, int]] | None = None,
     ) -> None:
         if loop and len(lengths) == 0:
             raise CorpusError("no training pieces to stream")
@@ -138,7 +154,7 @@ class PieceStream:
         self.epoch = 0
         self.piece = np.full(batch_size, -1, dtype=np.int64)
         self.cursor = np.zeros(batch_size, dtype=np.int64)
-        self.aug = np.zeros((batch_size, 2), dtype=np.int64)
+        self.aug = np.zeros((batch_size, AUG_COLUMNS), dtype=np.int64)
 
     def _next_piece(self) -> int:
         if self.ptr >= len(self.order):
@@ -201,7 +217,9 @@ class PieceStream:
         self.epoch = int(state["epoch"])
         self.piece = piece.copy()
         self.cursor = np.asarray(state["cursor"], dtype=np.int64).copy()
-        self.aug = np.asarray(state["aug"], dtype=np.int64).reshape(self.batch_size, 2).copy()
+        aug = np.asarray(state["aug"], dtype=np.int64).reshape(self.batch_size, -1)
+        self.aug = np.zeros((self.batch_size, AUG_COLUMNS), dtype=np.int64)
+        self.aug[:, : aug.shape[1]] = aug  # saved before conditions: no drop column
         if self.rng is not None and state.get("rng") is not None:
             self.rng.bit_generator.state = state["rng"]
 
@@ -211,10 +229,17 @@ class Augmenter:
 
     ``pitch`` is (2 * transpose + 1, vocab): row ``k`` transposes by ``k - transpose`` semitones.
     ``other`` is (velocity options x stretch options, vocab): velocity jitter then time stretch.
+    ``drop`` is (2 ** conditions, vocab): row ``m`` sets the conditions of the bits of ``m`` to NONE; each
+    condition drops with probability ``condition_dropout``.
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, config: AugmentConfig, store: TokenStore, device: torch.device
+        self,
+        tokenizer: Tokenizer,
+        config: AugmentConfig,
+        store: TokenStore,
+        device: torch.device,
+        condition_dropout: float = 0.0,
     ) -> None:
         self.store = store
         self.t = config.transpose
@@ -238,8 +263,17 @@ class Augmenter:
         self.other: torch.Tensor | None = None
         if not all((row == identity).all() for row in other):
             self.other = torch.from_numpy(other).to(device)
+        self.drop: torch.Tensor | None = None
+        self.n_cond = tokenizer.condition_count
+        self.p_drop = float(condition_dropout)
+        if tokenizer.conditions is not None and self.p_drop > 0:
+            cs, k = tokenizer.conditions, self.n_cond
+            table = np.stack(
+                [cs.drop_lut(tokenizer.vocab, [s for s in range(k) if m >> s & 1]) for m in range(1 << k)]
+            )
+            self.drop = torch.from_numpy(table).to(device)
 
-    def sample(self, rng: np.random.Generator, piece: int) -> tuple[int, int]:
+    def sample(self, rng: np.random.Generator, piece: int) -> tuple[int, int, int]:
         t_idx = 0
         if self.pitch is not None:
             lo, hi = -self.t, self.t
@@ -250,7 +284,11 @@ class Augmenter:
             shift = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
             t_idx = shift + self.t
         o_idx = int(rng.integers(0, self.n_other)) if self.n_other > 1 else 0
-        return t_idx, o_idx
+        d_idx = 0
+        if self.drop is not None:
+            bits = rng.random(self.n_cond) < self.p_drop
+            d_idx = int(sum(1 << s for s in np.flatnonzero(bits).tolist()))
+        return t_idx, o_idx, d_idx
 
 
 class Batcher:
@@ -270,9 +308,9 @@ class Batcher:
         piece = np.maximum(plan.piece, 0)
         start = np.where(plan.piece >= 0, self.offsets[piece] + plan.cursor, 0)
         n_tok = np.where(plan.n_valid > 0, plan.n_valid + 1, 0)  # inputs + the final target
-        host = np.stack([start, n_tok, plan.new.astype(np.int64), plan.aug[:, 0], plan.aug[:, 1]], axis=1)
-        meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 5), one transfer
-        start_t, n_tok_t, new_t, t_idx, o_idx = meta.unbind(1)
+        host = np.concatenate([np.stack([start, n_tok, plan.new.astype(np.int64)], axis=1), plan.aug], axis=1)
+        meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 6), one transfer
+        start_t, n_tok_t, new_t, t_idx, o_idx, d_idx = meta.unbind(1)
         idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
         valid = self.positions[None, :] < n_tok_t[:, None]  # (B, T+1)
         idx = torch.where(valid, idx, 0)
@@ -285,5 +323,7 @@ class Batcher:
                 x = shifted
             if self.aug.other is not None:
                 x = self.aug.other[o_idx[:, None], x]  # (B, T+1)
+            if self.aug.drop is not None:
+                x = self.aug.drop[d_idx[:, None], x]  # (B, T+1): dropped conditions read NONE
         x = x.masked_fill(~valid, self.pad_id)
         return x[:, :-1], x[:, 1:], new_t == 0  # (B, T), (B, T), (B,)

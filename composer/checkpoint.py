@@ -42,6 +42,7 @@ from composer.fsutil import atomic_write_text, describe_os_error
 from composer.model import LSTMModel, ModelConfig
 
 if TYPE_CHECKING:
+    from composer.conditions import ConditionSet
     from composer.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
@@ -332,7 +333,8 @@ def build_tokenizer(meta: dict[str, Any], where: Path) -> Tokenizer:
     from composer.tokenizer import TokenizerConfig, tokenizer_from_config
 
     try:
-        tok = tokenizer_from_config(TokenizerConfig.from_dict(meta["tokenizer_config"]))
+        conditions = conditions_from_meta(meta)
+        tok = tokenizer_from_config(TokenizerConfig.from_dict(meta["tokenizer_config"]), conditions)
     except ComposerError as e:
         raise CheckpointError(f"{where}: bad tokenizer config ({e})") from None
     except (TypeError, KeyError) as e:
@@ -343,6 +345,14 @@ def build_tokenizer(meta: dict[str, Any], where: Path) -> Tokenizer:
             "(written by an incompatible composer version?)"
         )
     return tok
+
+
+def conditions_from_meta(meta: dict[str, Any]) -> ConditionSet | None:
+    """The conditions a checkpoint's model reads after BOS (``composer.conditions``); None for none."""
+    from composer.conditions import ConditionSet
+
+    data = meta.get("conditions")
+    return None if data is None else ConditionSet.from_dict(data)
 
 
 def model_from_raw(raw: RawCheckpoint, device: torch.device | str = "cpu") -> tuple[LSTMModel, ModelConfig]:
@@ -398,19 +408,18 @@ def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "
 def fit_checkpoint_cache(
     path: str | os.PathLike[str], pieces: list[np.ndarray], say: Callable[[str], None] | None = None
 ) -> CacheFit | None:
-    """Fit the neural cache of the checkpoint at ``path`` on held-out ``pieces`` and store it there."""
+    """Fit the neural cache of the checkpoint at ``path`` on held-out ``pieces`` (BOS ..., read as
+    unconditioned where the model has conditions) and store it there."""
     if not pieces:
         return None
     ckpt = load_checkpoint(path)
     if say is not None:
         say("fitting the neural cache on the validation split")
-    fit = fit_on_pieces(ckpt.model, pieces)
+    fit = fit_on_pieces(ckpt.model, [ckpt.tokenizer.condition(p) for p in pieces])
     save_cache(ckpt.path, fit.config, fit.to_dict())
     if say is not None:
         c = fit.config
-        verdict = (
-            f"theta {c.theta:g}, lambda {c.lam:g}, size {c.size}" if c.enabled else "no gain, left off"
-        )
+        verdict = f"theta {c.theta:g}, lambda {c.lam:g}, size {c.size}" if c.enabled else "no gain, left off"
         nll = f"{fit.nll_model:.4f} -> {fit.nll_cache:.4f} nats/token on {fit.targets:,} tokens"
         say(f"cache: {verdict} ({nll})")
     return fit
@@ -439,4 +448,5 @@ def checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "created": meta.get("created"),
         "composer_version": meta.get("composer_version"),
         "cache": meta.get("cache"),
+        "conditions": meta.get("conditions"),
     }

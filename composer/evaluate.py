@@ -419,19 +419,24 @@ def evaluate_checkpoint(
     report = _report_header(ckpt, data_set, window)
 
     log(f"scoring {len(data_set.pieces)} pieces")
-    nlls = piece_nlls(ckpt.model, data_set.pieces, pad_id=int(tok.pad_id))
+    # a conditioned model reads each piece asked for nothing (its conditions NONE); their tokens are
+    # not scored, so the figures count the music's tokens only, as an unconditioned model's do
+    inputs = [tok.condition(p) for p in data_set.pieces]
+    k = tok.condition_count
+    full = piece_nlls(ckpt.model, inputs, pad_id=int(tok.pad_id))
+    nlls = [x[k:] for x in full]
     notes = note_counts(tok, data_set.pieces)
     report.update(likelihood_of(nlls, notes).to_dict())
     report["cache"] = None
     cached = None
     if cache_config is not None:
         log(f"scoring {len(data_set.pieces)} pieces with the cache")
-        cached = cached_piece_nlls(ckpt.model, data_set.pieces, cache_config)
+        cached = cached_piece_nlls(ckpt.model, inputs, cache_config)
         stored = ckpt.meta.get("cache") or {}
         report["cache"] = {
             "config": cache_config.to_dict(),
             "fit": stored.get("fit"),
-            **likelihood_of(cached, notes).to_dict(),
+            **likelihood_of([x[k:] for x in cached], notes).to_dict(),
         }
     if baselines:
         report["baselines"] = _baselines_section(ckpt, data_set, notes, ngram_order, log)
@@ -439,8 +444,8 @@ def evaluate_checkpoint(
         min_pos = max(max(int(d) for d in distances), window)
         lr = long_range(
             ckpt.model,
-            data_set.pieces,
-            nlls,
+            inputs,
+            full,
             distances,
             min_position=min_pos,
             max_targets=max_targets,
@@ -589,7 +594,7 @@ def fit_cache_on_data(
         names = " and ".join(c.path.name for c in ckpts)
         log(f"fitting the cache of {names} (step {first.step}) on {tokens:,} tokens of {where}")
         first.model.to(dev)
-        fit = fit_on_pieces(first.model, data_set.pieces, max_tokens)
+        fit = fit_on_pieces(first.model, [first.tokenizer.condition(p) for p in data_set.pieces], max_tokens)
         record = {
             **fit.to_dict(),
             "data": str(data_set.path),

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
 
     from composer.corpus import Corpus
+    from composer.tokenizer import Tokenizer
 
 # -------------------------------------------------------------------------------- learning-rate schedule
 
@@ -181,7 +182,7 @@ def existing_run(
         return None, config or TrainConfig()
     raw = read_checkpoint(last_path, prefer=LAST)
     vocab = list(corpus.tokenizer.vocab.tokens)
-    if list(raw.meta["vocab"]) != vocab:
+    if list(raw.meta["vocab"])[: len(vocab)] != vocab:  # a conditioned model's appends its conditions
         raise CheckpointError(
             f"{raw.path}: its vocabulary ({len(raw.meta['vocab'])} tokens) does not match corpus "
             f"{corpus.path} ({len(vocab)} tokens); resume with the corpus it was trained on"
@@ -204,16 +205,23 @@ def corpus_meta(corpus: Corpus) -> dict[str, Any]:
 
 
 def run_meta(
-    config: TrainConfig, model_config: ModelConfig, corpus: Corpus, run_args: dict[str, Any] | None
+    config: TrainConfig,
+    model_config: ModelConfig,
+    corpus: Corpus,
+    run_args: dict[str, Any] | None,
+    tok: Tokenizer | None = None,
 ) -> dict[str, Any]:
-    """What every checkpoint of one training invocation says about it (``RunState.save`` adds the rest)."""
-    tok = corpus.tokenizer
+    """What every checkpoint of one training invocation says about it (``RunState.save`` adds the rest).
+
+    ``tok``: the tokenizer the model reads (the corpus's, with the run's conditions appended)."""
+    tok = tok if tok is not None else corpus.tokenizer
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "composer_version": __version__,
         "model_config": model_config.to_dict(),
         "tokenizer_config": tok.config.to_dict(),
         "vocab": list(tok.vocab.tokens),
+        "conditions": None if tok.conditions is None else tok.conditions.to_dict(),
         "corpus": corpus_meta(corpus),
         "train_config": config.to_dict(),
         "args": run_args or {},

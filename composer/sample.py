@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,6 +291,8 @@ def sample_ids(
     close_budget: int = CLOSE_BUDGET,
     num_threads: int | None = 1,
     cache: CacheConfig | None = None,
+    conditions: Mapping[str, str | None] | None = None,
+    programs: set[int] | None = None,
 ) -> SampleOutput:
     """Sample ``n`` token sequences in one batch, carrying the LSTM state token by token.
 
@@ -304,16 +306,24 @@ def sample_ids(
     thread that has to wait for a busy core makes every step many times slower.
     ``cache``: sample from the model mixed with this neural cache (``CachedStepper``; an ``LSTMModel``
     only); None samples from the model alone.
+    ``conditions`` (condition name -> value, ``composer.conditions``): what a conditioned model is asked
+    for; the condition tokens go after BOS (NONE for every condition not given, and for all of them
+    without ``conditions``). ``programs``: the only instruments the songs may play (the grammar admits no
+    other PROGRAM; a grammar passed in is limited too).
     """
     check_sampling_options(temperature, top_k, top_p)
     if n < 1:
         raise ConfigError(f"number of songs must be at least 1, got {n}")
     device = torch.device(device)
+    if conditions and tok.conditions is None:
+        raise ConfigError("the model was trained without conditions; it cannot be steered by them")
     if grammar is None:
         grammar = tok.grammar()
         grammar.limit_unisons(MAX_UNISON)
         grammar.limit_empty_bars(MAX_EMPTY_BARS)
     g = grammar
+    if programs is not None:
+        g.limit_programs(set(programs))
     filt = _Filter(temperature, top_k, top_p, tok.vocab.size)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
@@ -322,6 +332,8 @@ def sample_ids(
         prefix = np.concatenate([[tok.bos_id], prefix])
     if (prefix == tok.eos_id).any():
         prefix = prefix[: int(np.argmax(prefix == tok.eos_id))]
+    prefix = tok.condition(tok.strip_conditions(prefix), dict(conditions or {}))
+    n_cond = tok.condition_count  # after BOS: what the grammar does not read
 
     was_training = model.training
     model.eval()
@@ -334,7 +346,9 @@ def sample_ids(
             if not isinstance(model, LSTMModel):
                 raise ConfigError(f"the neural cache needs an LSTMModel, not a {type(model).__name__}")
             stepper = CachedStepper(model, cache, n, device)
-        raw = _sample_loop(stepper, g, n, length, filt, gen, prefix, tempo, device, progress, close_budget)
+        raw = _sample_loop(
+            stepper, g, n, length, filt, gen, prefix, n_cond, tempo, device, progress, close_budget
+        )
         raw.cache = cache
         return raw
     finally:
@@ -407,6 +421,7 @@ def _sample_loop(
     filt: _Filter,
     gen: torch.Generator,
     prefix: np.ndarray,
+    n_cond: int,
     tempo: TempoSteering | None,
     device: torch.device,
     progress: ProgressFn | None,
@@ -420,7 +435,7 @@ def _sample_loop(
     with torch.inference_mode():
         last, state = stepper.prime(torch.as_tensor(prefix, dtype=torch.long, device=device), n)
         last = last.cpu()
-        for t in prefix[1:].tolist():
+        for t in prefix[1 + n_cond :].tolist():
             g.advance(st, np.full(n, t, dtype=np.int64), strict=False)
         ends = _Ends(st, length, 1.0 if tempo is None else tempo.seconds_scale, close_budget)
         neg_inf = torch.tensor(-math.inf)
@@ -540,6 +555,8 @@ def generate(
     progress: ProgressFn | None = None,
     notices: list[str] | None = None,
     cache: bool | CacheConfig | None = None,
+    conditions: Mapping[str, str] | None = None,
+    instruments: Sequence[int] | None = None,
 ) -> list[GeneratedSong]:
     """Generate ``n`` songs from a checkpoint (path, run folder or loaded ``Checkpoint``) in one batch.
 
@@ -548,6 +565,8 @@ def generate(
     tempo. ``notices`` (if given) collects remarks that concern the whole run (checks that had to be
     skipped). ``cache``: sample with the checkpoint's fitted neural cache (True; an error if it has
     none), without it (False), with it where it has one (None), or with this ``CacheConfig``.
+    ``conditions``: condition name -> value (``composer.conditions.steering`` makes it from what a user
+    asks). ``instruments``: programs (drums 128) the songs play, and no others.
     """
     from composer.device import resolve_device
 
@@ -567,6 +586,8 @@ def generate(
         )
     cache_config = _cache_config(ckpt, cache)
     programs, density = corpus_statistics(ckpt)
+    if instruments is not None:
+        _check_instruments(ckpt, instruments, programs)
     primer_ids: np.ndarray | None = None
     primer_notes = 0
     if primer is not None:
@@ -586,10 +607,27 @@ def generate(
         device=dev,
         progress=progress,
         cache=cache_config,
+        conditions=conditions,
+        programs=None if instruments is None else set(instruments),
     )
     return songs_from_sample(
         raw, tok, bpm=bpm, density=density, min_seconds=length.seconds or 0.0, primer_notes=primer_notes
     )
+
+
+def _check_instruments(ckpt: Checkpoint, instruments: Sequence[int], programs: set[int] | None) -> None:
+    """Instruments a song may be limited to: ones the model was trained on, where it records them."""
+    from composer.conditions import instrument_names
+
+    if not instruments:
+        raise ConfigError("--instruments needs at least one instrument")
+    if programs is not None:
+        unknown = sorted(set(instruments) - programs)
+        if unknown:
+            raise ConfigError(
+                f"--instruments: the model never heard {instrument_names(unknown)}; it was trained on "
+                f"{instrument_names(sorted(programs))}"
+            )
 
 
 def _cache_config(ckpt: Checkpoint, cache: bool | CacheConfig | None) -> CacheConfig | None:
@@ -597,9 +635,7 @@ def _cache_config(ckpt: Checkpoint, cache: bool | CacheConfig | None) -> CacheCo
     if isinstance(cache, CacheConfig):
         return cache
     if cache is True and ckpt.cache is None:
-        raise ConfigError(
-            f"{ckpt.path} has no fitted neural cache (composer fit-cache {ckpt.path} fits one)"
-        )
+        raise ConfigError(f"{ckpt.path} has no fitted neural cache (composer fit-cache {ckpt.path} fits one)")
     if cache is False or ckpt.cache is None:
         return None
     return ckpt.cache.sampling

@@ -54,6 +54,7 @@ from composer.checkpoint import (
     METRICS_FILE,
     PLOT_FILE,
     RawCheckpoint,
+    conditions_from_meta,
     find_last,
     fit_checkpoint_cache,
     model_from_raw,
@@ -88,6 +89,8 @@ from composer.train_config import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from tqdm.auto import tqdm
+
+    from composer.tokenizer import Tokenizer
 
 #: Validation pieces whose music the sampled songs are compared with (``TrainConfig.music_samples``).
 MUSIC_REFERENCE_PIECES = 64
@@ -258,7 +261,7 @@ class _Run:
         say: Callable[[str], None],
     ) -> None:
         self.corpus, self.config, self.dist = corpus, config, dist_info
-        self.tok = corpus.tokenizer
+        self.tok = _model_tokenizer(corpus, config, raw, say)
         set_threads(config.num_threads)
         self.device = resolve_device(config.device, dist_info.local_rank if dist_info.enabled else None)
         self.dtype = amp_dtype(self.device, config.amp)
@@ -270,7 +273,7 @@ class _Run:
         if raw is not None:
             self.state.restore(raw, config, corpus, say)
             say(f"resuming {run_dir} at step {self.state.step}")
-        self.meta = run_meta(config, self.model.config, corpus, run_args)
+        self.meta = run_meta(config, self.model.config, corpus, run_args, self.tok)
         self.music_reference: FeatureSet | None = None  # the validation pieces' music, made on first use
 
     def _load_data(self) -> PieceStream:
@@ -284,9 +287,16 @@ class _Run:
             where = f" for process {dist_info.rank} of {dist_info.world_size}" if dist_info.enabled else ""
             raise CorpusError(f"{corpus.path}: no training pieces{where}")
         drums = config.transpose > 0  # transposition leaves drum notes alone
-        train_store = TokenStore(corpus.tokens, self.train_pieces, self.device, tok, drums=drums)
-        self.val_store = TokenStore(corpus.tokens, self.val_pieces, self.device, keep_host=True)
-        augmenter = Augmenter(tok, config.augment, train_store, self.device)
+        cs = tok.conditions  # each piece's condition tokens go after its BOS (composer.conditions)
+        train_pre = None if cs is None else [cs.piece_prefix(tok.vocab, p) for p in self.train_pieces]
+        val_pre = None if cs is None else [cs.piece_prefix(tok.vocab, p) for p in self.val_pieces]
+        train_store = TokenStore(
+            corpus.tokens, self.train_pieces, self.device, tok, drums=drums, prefixes=train_pre
+        )
+        self.val_store = TokenStore(
+            corpus.tokens, self.val_pieces, self.device, keep_host=True, prefixes=val_pre
+        )
+        augmenter = Augmenter(tok, config.augment, train_store, self.device, config.condition_dropout)
         data_rng = np.random.default_rng([config.seed, dist_info.rank])
         self.batcher = Batcher(train_store, config.window, int(tok.pad_id), augmenter)
         return PieceStream(
@@ -440,6 +450,25 @@ class _Run:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+def _model_tokenizer(
+    corpus: Corpus, config: TrainConfig, raw: RawCheckpoint | None, say: Callable[[str], None]
+) -> Tokenizer:
+    """The tokenizer the model reads: the corpus's, with the run's conditions appended (a resumed run's
+    are the checkpoint's; a new run's are what ``config.conditions`` asks of the corpus)."""
+    from composer.conditions import from_corpus
+    from composer.tokenizer import tokenizer_from_config
+
+    if raw is not None:
+        conditions = conditions_from_meta(raw.meta)
+    else:
+        conditions = from_corpus(corpus, config.conditions, say, transpose=config.transpose)
+    if conditions is None:
+        return corpus.tokenizer
+    if raw is None:
+        say("conditions: " + "; ".join(f"{n} ({v})" for n, v in conditions.describe()))
+    return tokenizer_from_config(corpus.tokenizer.config, conditions)
 
 
 def _messenger(is_main: bool, progress: bool, log: Callable[[str], None] | None) -> Callable[[str], None]:

@@ -71,6 +71,12 @@ class TrainConfig:
     # of 1). README's long-range benchmark says why it is on by default.
     chrono_init: int | None = None
     fit_cache: bool = True  # fit the neural cache (composer/cache.py) on the validation split at the end
+    # --- conditions (composer/conditions.py): what generation can steer by. ``auto``: every attribute
+    # (key, density, tempo) and label column the corpus has; ``none``; or a comma list of key, density,
+    # tempo, labels, label:COLUMN. Each is dropped to NONE at random with ``condition_dropout``, so that a
+    # song asked for nothing is one the model learnt too.
+    conditions: str = "auto"
+    condition_dropout: float = 0.5
     # --- stopping
     max_steps: int = 6000
     max_minutes: float | None = None  # wall-clock budget of one invocation
@@ -120,6 +126,12 @@ class TrainConfig:
             check_range("chrono_init", self.chrono_init, 0, 1 << 24)
             if 0 < self.chrono_init < 3:
                 raise ConfigError(f"chrono_init must be 0 (off) or at least 3 tokens, got {self.chrono_init}")
+        from composer.conditions import parse_condition_names
+
+        if not isinstance(self.conditions, str):
+            raise ConfigError(f"conditions must be a string, got {self.conditions!r}")
+        parse_condition_names(self.conditions)
+        check_range("condition_dropout", self.condition_dropout, 0.0, 1.0, (int, float))
         if not isinstance(self.fit_cache, bool):
             raise ConfigError(f"fit_cache must be true or false, got {self.fit_cache!r}")
         check_range("max_steps", self.max_steps, 1, 1 << 40)
@@ -177,4 +189,6 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if isinstance(data, dict) and "conditions" not in data:
+            data = {**data, "conditions": "none"}  # stored before conditions existed: a run without them
         return cls(**known_fields(cls, data, "train"))

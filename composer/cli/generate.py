@@ -53,6 +53,24 @@ if TYPE_CHECKING:  # pragma: no cover
     help="Mix the model with its neural cache over each song's own past (fitted by 'composer fit-cache'), "
     "so themes come back [default: on where the checkpoint has one].",
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Steer to a label of the training corpus: VALUE (e.g. sad) or COLUMN=VALUE (e.g. valence=1); "
+    "repeatable. 'composer info' lists what the model knows.",
+)
+@click.option("--key", default=None, help="Steer to a key, e.g. 'D minor', 'F# major', 'Bb'.")
+@click.option(
+    "--density", default=None, help="Steer to a note-density level: low, mid or high (corpus terciles)."
+)
+@click.option("--tempo", default=None, help="Steer to a tempo level: low, mid or high (--bpm sets it too).")
+@click.option(
+    "--instruments",
+    default=None,
+    help="Play only these instruments, e.g. piano,bass,drums (short names, General MIDI names or "
+    "program numbers 0-127; the grammar admits no other).",
+)
 @device_option(default="cpu", help="Where the model runs (sampling itself is always on the CPU).")
 @click.option(
     "--plot",
@@ -75,6 +93,11 @@ def generate_command(  # one parameter per option, as click passes them
     primer: Path | None,
     bpm: float | None,
     cache: bool | None,
+    labels: tuple[str, ...],
+    key: str | None,
+    density: str | None,
+    tempo: str | None,
+    instruments: str | None,
     device: str,
     plot: bool,
     force: bool,
@@ -88,11 +111,18 @@ def generate_command(  # one parameter per option, as click passes them
     or two bars over and over). Where the checkpoint has a fitted neural cache it is used (--no-cache
     samples from the LSTM alone); the sidecar says whether it was.
 
+    A model trained with conditions (the default wherever the corpus has them) can be steered by key,
+    note density, tempo level and the corpus's labels; --instruments limits any model to some of the
+    instruments it was trained on.
+
     Example: composer generate checkpoints/bach -o songs/ -n 4 --bars 16 --seed 1 --plot
+
+    Example: composer generate checkpoints/bach -o minor/ --key "D minor" --density high
     """
     import secrets
 
     from composer.checkpoint import load_checkpoint
+    from composer.conditions import parse_instruments, steering
     from composer.device import resolve_device
     from composer.sample import Length, check_bpm, check_sampling_options, generate
     from composer.songs import prepare_out_dir, save_songs
@@ -102,7 +132,11 @@ def generate_command(  # one parameter per option, as click passes them
     check_bpm(bpm)
     checkpoint = checkpoint if checkpoint is not None else _default_checkpoint()
     prepare_out_dir(out_dir, n=n, plot=plot, force=force, create=False)  # refuse existing files first
+    programs = None if instruments is None else parse_instruments(instruments)
     ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    conditions = steering(
+        ckpt.tokenizer.conditions, labels=labels, key=key, density=density, tempo=tempo, bpm=bpm
+    )
     if seed is None:
         seed = secrets.randbelow(2**31)
     with _progress(n, length) as (tick, notices):
@@ -120,6 +154,8 @@ def generate_command(  # one parameter per option, as click passes them
             device=device,
             progress=tick,
             notices=notices,
+            conditions=conditions,
+            instruments=programs,
         )
     options = {
         "n": n,
@@ -130,6 +166,8 @@ def generate_command(  # one parameter per option, as click passes them
         "primer": None if primer is None else str(primer),
         "bpm": bpm,
         "cache": cache,
+        "conditions": conditions,
+        "instruments": None if programs is None else list(programs),
         "device": device,
     }
     meta = {

@@ -290,8 +290,25 @@ def _info_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         keys = (*keys, "chrono_init")
     rows.append(("training", ", ".join(f"{k} {tc[k]}" for k in keys if k in tc)))
     rows.append(("cache", cache_summary(s.get("cache"))))
+    rows.append(("conditions", conditions_summary(s.get("conditions"), tc)))
     rows.append(("written", f"{s['created']} by composer {s['composer_version']}"))
     return rows
+
+
+def conditions_summary(stored: Any, train_config: dict[str, Any]) -> str:
+    """The ``conditions`` line of ``composer info``: each condition and its values (what generate's
+    --key, --density, --tempo, --label accept)."""
+    from composer.conditions import ConditionSet
+
+    if stored is None:
+        return "none (generate cannot steer it by key, density, tempo or label)"
+    try:
+        cs = ConditionSet.from_dict(stored)
+    except ConfigError as e:
+        return f"unreadable ({e})"
+    drop = train_config.get("condition_dropout")
+    parts = "; ".join(f"{name}: {values}" for name, values in cs.describe())
+    return parts + ("" if drop is None else f" (each dropped in training with p {drop:g})")
 
 
 def cache_summary(stored: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from composer.errors import TokenError
 from composer.tokenizer.base import DRUMS, TOKEN_HEADER, EncodeStats, TempoSteering, Tokenizer
@@ -11,6 +12,9 @@ from composer.tokenizer.config import ENCODINGS, TokenizerConfig
 from composer.tokenizer.grammar import Grammar, GrammarState
 from composer.tokenizer.performance import PerformanceTokenizer
 from composer.tokenizer.vocab import TokenRange, Vocabulary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.conditions import ConditionSet
 
 __all__ = [
     "DRUMS",
@@ -35,8 +39,9 @@ __all__ = [
 TOKENIZERS: dict[str, type[Tokenizer]] = {"beat": BeatTokenizer, "performance": PerformanceTokenizer}
 
 
-def tokenizer_from_config(config: TokenizerConfig) -> Tokenizer:
-    return TOKENIZERS[config.encoding](config)
+def tokenizer_from_config(config: TokenizerConfig, conditions: ConditionSet | None = None) -> Tokenizer:
+    """The tokenizer ``config`` names, with ``conditions``' tokens appended where given."""
+    return TOKENIZERS[config.encoding](config, conditions)
 
 
 def tokenizer_for_text(text: str, encoding: str | None = None) -> Tokenizer:

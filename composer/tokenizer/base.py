@@ -6,7 +6,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from composer.midi import Score
 from composer.tokenizer.config import TokenizerConfig
 from composer.tokenizer.grammar import Grammar
 from composer.tokenizer.vocab import BOS, EOS, PAD, SPECIAL_RANGES, TokenRange, Vocabulary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.conditions import ConditionSet
 
 #: PROGRAM value for the drum kit (General MIDI programs are 0..127).
 DRUMS = 128
@@ -96,11 +99,18 @@ def round_div(a: np.ndarray, num: int, den: int) -> np.ndarray:
 
 
 class Tokenizer(ABC):
-    """Notes <-> token ids. Subclasses declare their ranges; the vocabulary is derived from them."""
+    """Notes <-> token ids. Subclasses declare their ranges; the vocabulary is derived from them.
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    With ``conditions`` (``composer.conditions``) the condition tokens are appended after the music's, so
+    a conditioned model's vocabulary extends its corpus's: no id moves. The encoder never writes them
+    (a corpus is encoded without conditions); ``condition`` puts them after a piece's BOS.
+    """
+
+    def __init__(self, config: TokenizerConfig, conditions: ConditionSet | None = None) -> None:
         self.config = config
-        self.vocab = Vocabulary(SPECIAL_RANGES + tuple(self._ranges()))
+        self.conditions = conditions
+        extra = tuple(conditions.ranges()) if conditions is not None else ()
+        self.vocab = Vocabulary(SPECIAL_RANGES + tuple(self._ranges()) + extra)
         self.pad_id = self.vocab.encode_event(PAD)
         self.bos_id = self.vocab.encode_event(BOS)
         self.eos_id = self.vocab.encode_event(EOS)
@@ -190,6 +200,27 @@ class Tokenizer(ABC):
         toks = self.vocab.tokens
         return [toks[i] for i in ids.tolist()]
 
+    # ------------------------------------------------------------------ conditions
+    @property
+    def condition_count(self) -> int:
+        """Condition tokens after BOS in this tokenizer's sequences (0 without conditions)."""
+        return 0 if self.conditions is None else len(self.conditions)
+
+    def condition(self, ids: np.ndarray, values: dict[str, str | None] | None = None) -> np.ndarray:
+        """``ids`` (BOS ...) with the condition tokens for ``values`` (missing: NONE) after its BOS, as a
+        conditioned model reads a piece; ``ids`` unchanged without conditions."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.conditions is None or not len(ids) or ids[0] != self.bos_id:
+            return ids
+        return np.concatenate([ids[:1], self.conditions.prefix(self.vocab, values), ids[1:]])
+
+    def strip_conditions(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """``ids`` without condition tokens (what the decoder and the music statistics read)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.conditions is None:
+            return ids
+        return ids[~self.conditions.is_condition(self.vocab)[np.clip(ids, 0, self.vocab.size - 1)]]
+
     # ------------------------------------------------------------------ token files
     def to_text(self, ids: np.ndarray | list[int]) -> str:
         """A token file: the header line (``TOKEN_HEADER`` and this config), then one token per line."""
@@ -228,6 +259,8 @@ class Tokenizer(ABC):
             moved = values + semitones
             ok = (moved >= r.min) & (moved <= r.max)
             lut[o + (values - r.min)[ok]] = o + (moved - r.min)[ok]
+        if self.conditions is not None:
+            lut = self.conditions.transpose_lut(self.vocab, lut, semitones)
         return lut
 
     def velocity_lut(self, delta_bins: int) -> np.ndarray:

@@ -13,6 +13,8 @@ ordered by program (drums last), then pitch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from composer.errors import TokenError
@@ -32,6 +34,9 @@ from composer.tokenizer.beat_grammar import BeatGrammar
 from composer.tokenizer.config import TokenizerConfig
 from composer.tokenizer.vocab import TokenRange
 
+if TYPE_CHECKING:  # pragma: no cover
+    from composer.conditions import ConditionSet
+
 BAR, POSITION, TIME_SIGNATURE, TEMPO = "BAR", "POSITION", "TIME_SIGNATURE", "TEMPO"
 PROGRAM, VELOCITY, PITCH, DURATION = "PROGRAM", "VELOCITY", "PITCH", "DURATION"
 
@@ -41,7 +46,7 @@ class BeatTokenizer(Tokenizer):
     pitch_kinds = (PITCH,)
     has_bars = True
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, conditions: ConditionSet | None = None) -> None:
         c = config
         res = c.beat_resolution
         self.max_bar = c.max_bar_quarters * res
@@ -66,7 +71,7 @@ class BeatTokenizer(Tokenizer):
         #: The tempo (bpm) of each bin: its label, which is what a decoded file gets. Every count of time
         #: in seconds (the grammar's, generation's --seconds) uses these, so it agrees with the file.
         self.tempo_values = np.array([float(lab) for lab in self._tempo_labels])
-        super().__init__(config)
+        super().__init__(config, conditions)
         self._default_ts = self._ts_index.get((4, 4), 0)
 
     def _ranges(self) -> list[TokenRange]:

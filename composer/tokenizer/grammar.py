@@ -62,7 +62,13 @@ class GrammarState(Generic[R]):
 
     def mask(self) -> np.ndarray:
         row_mask = self.grammar.row_mask
-        return np.stack([row_mask(r) for r in self.rows])
+        m = np.stack([row_mask(r) for r in self.rows])
+        keep = self.grammar.program_filter
+        if keep is not None:
+            limited = m & keep
+            ok = limited.any(axis=1)  # a row the limit would leave without a choice keeps its own mask
+            m = np.where(ok[:, None], limited, m)
+        return m
 
 
 class Grammar(ABC, Generic[R]):
@@ -81,6 +87,7 @@ class Grammar(ABC, Generic[R]):
         self.pad_only[self.pad_id] = True
         self.max_unison: int | None = None  # see limit_unisons
         self.max_empty_bars: int | None = None  # see limit_empty_bars
+        self.program_filter: np.ndarray | None = None  # see limit_programs
 
     def limit_unisons(self, n: int) -> None:
         """Admit at most ``n`` notes of one program and pitch starting together (a unison), where the
@@ -103,6 +110,22 @@ class Grammar(ABC, Generic[R]):
         if n < 0:
             raise ValueError(f"an empty-bar limit must be at least 0, got {n}")
         self.max_empty_bars = n
+
+    def limit_programs(self, programs: set[int] | frozenset[int]) -> None:
+        """Admit only these PROGRAM values (General MIDI programs, 128 for drums): every note a sampled
+        song plays is then one of these instruments'. A row whose only choices are other programs (which
+        no grammar here leaves once its notes are of these programs) keeps them."""
+        if "PROGRAM" not in self.vocab:
+            raise ValueError("this encoding has no programs to limit")
+        r = self.vocab.range("PROGRAM")
+        bad = [p for p in programs if not r.min <= p <= r.max]
+        if not programs or bad:
+            raise ValueError(f"programs must be a non-empty set in {r.min}..{r.max}, got {sorted(programs)}")
+        keep = np.ones(self.size, dtype=bool)
+        o = self.vocab.offset("PROGRAM")
+        keep[o : o + r.size] = False
+        keep[[o + p - r.min for p in programs]] = True
+        self.program_filter = keep
 
     def _mask(self, *kinds: str) -> np.ndarray:
         return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
