@@ -424,18 +424,20 @@ def steering(
     for text in labels:
         column, sep, value = str(text).partition("=")
         if sep:
-            c = cs.get(LABEL_PREFIX + column.strip())
-            if c is None:
+            lc = cs.get(LABEL_PREFIX + column.strip())
+            if lc is None:
                 known = ", ".join(x.column for x in cs.labels) or "none"
                 raise ConfigError(
                     f"--label: the model has no label column {column.strip()!r}; it has {known}"
                 )
-            c.index(value.strip())
-            out[c.name] = value.strip()
+            lc.index(value.strip())
+            out[lc.name] = value.strip()
             continue
         hits = [c for c in cs.labels if text.strip() in c.values]
         if not cs.labels:
-            raise ConfigError(f"--label: the model was trained without labels; its conditions are {_names(cs)}")
+            raise ConfigError(
+                f"--label: the model was trained without labels; its conditions are {_names(cs)}"
+            )
         if not hits:
             known = "; ".join(f"{c.column}: {', '.join(c.values)}" for c in cs.labels) or "none"
             raise ConfigError(f"--label: {text.strip()!r} is not a label the model knows (it knows {known})")

@@ -183,7 +183,9 @@ def test_info_summarises_the_run(trained: tuple[Path, Path, dict[str, torch.Tens
     from composer.corpus import Corpus
 
     assert info["step"] == 10 and info["encoding"] == "beat"
-    assert info["vocab_size"] == Corpus.open(corpus).tokenizer.vocab.size
+    conditions = info["conditions"]  # appended after the corpus's tokens: NONE + each value, per condition
+    extra = sum(len(c["values"]) + 1 for c in conditions["conditions"]) if conditions else 0
+    assert info["vocab_size"] == Corpus.open(corpus).tokenizer.vocab.size + extra
     assert info["corpus"] == str(corpus) and info["best_val_loss"] is not None
     assert info["parameters"] > 0 and info["model_config"]["hidden_size"] == 32
 

@@ -261,7 +261,7 @@ def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Pa
     rng = np.random.default_rng(0)
     for i, p in enumerate(pieces):
         for _ in range(20):
-            t_idx, _ = aug.sample(rng, i)
+            t_idx, _, _ = aug.sample(rng, i)
             shift = t_idx - 5
             assert -5 <= shift <= 5 and p.pitch_min + shift >= 0 and p.pitch_max + shift <= 127
     pitch0, npitch = tok.vocab.offset("PITCH"), tok.vocab.range("PITCH").size
@@ -812,7 +812,9 @@ def test_ddp_gradient_is_the_global_token_mean_when_ranks_hold_unequal_targets(
     script = tmp_path / "ddp_grad.py"
     script.write_text(DDP_GRAD_SCRIPT)
     # whole pieces in one window, so the ranks' target counts differ by their pieces' lengths
-    cfg = tiny_config(batch_size=2, window=2048, grad_accum=2, dropout=0.0, grad_clip=0.0)
+    cfg = tiny_config(
+        batch_size=2, window=2048, grad_accum=2, dropout=0.0, grad_clip=0.0, conditions="none"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -1,0 +1,324 @@
+"""Conditions (composer.conditions): tokens after BOS, training with them, steering generation by them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from composer.attributes import parse_key
+from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
+from composer.cli import main
+from composer.conditions import (
+    KEYS,
+    Condition,
+    ConditionSet,
+    from_corpus,
+    parse_condition_names,
+    parse_instruments,
+    steering,
+)
+from composer.corpus import Corpus, build_corpus
+from composer.errors import ConfigError
+from composer.midi import read_midi
+from composer.model import LSTMModel, ModelConfig
+from composer.sample import Length, sample_ids
+from composer.tokenizer import TokenizerConfig, tokenizer_from_config
+from tests.helpers_train import make_midi_files, tiny_config
+
+ENCODINGS = ("beat", "performance")
+
+
+def _set() -> ConditionSet:
+    return ConditionSet(
+        (
+            Condition("key", tuple(k.name for k in KEYS)),
+            Condition("density", ("low", "mid", "high")),
+            Condition("label:mood", ("happy", "sad")),
+        ),
+        {"density": (1.0, 2.0)},
+    )
+
+
+# ------------------------------------------------------------------------------------------ tokens
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_condition_tokens_are_appended_so_no_music_id_moves(encoding: str) -> None:
+    plain = tokenizer_from_config(TokenizerConfig(encoding=encoding))
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding), _set())
+    n = plain.vocab.size
+    assert tok.vocab.tokens[:n] == plain.vocab.tokens
+    assert tok.vocab.size == n + 25 + 4 + 3
+    # golden ids: each condition's NONE first, then its values in the set's order
+    assert tok.vocab.id("COND_KEY_NONE") == n
+    assert tok.vocab.id("COND_KEY_C_major") == n + 1
+    assert tok.vocab.id("COND_DENSITY_NONE") == n + 25
+    assert tok.vocab.id("COND_LABEL_MOOD_sad") == n + 25 + 4 + 2
+
+
+def test_a_condition_set_round_trips_through_json() -> None:
+    cs = _set()
+    again = ConditionSet.from_dict(json.loads(json.dumps(cs.to_dict())))
+    assert again == cs
+    with pytest.raises(ConfigError, match="malformed conditions"):
+        ConditionSet.from_dict({"conditions": [{"name": "key"}]})
+    with pytest.raises(ConfigError, match="condition must be one of"):
+        Condition("mood", ("a",))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_conditions_go_after_bos_and_the_decoder_ignores_them(encoding: str, tmp_path: Path) -> None:
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding), _set())
+    path = make_midi_files(tmp_path, n=1)[0]
+    ids, _ = tok.encode(read_midi(path))
+    asked = {"key": "D minor", "label:mood": "sad"}
+    conditioned = tok.condition(ids, asked)
+    assert conditioned[0] == tok.bos_id
+    assert tok.ids_to_tokens(conditioned[1:4]) == [
+        "COND_KEY_D_minor",
+        "COND_DENSITY_NONE",
+        "COND_LABEL_MOOD_sad",
+    ]
+    assert np.array_equal(conditioned[4:], ids[1:])
+    assert np.array_equal(tok.strip_conditions(conditioned), ids)
+    assert tok.conditions is not None
+    assert tok.conditions.values_of(tok.vocab, conditioned) == {"key": "D minor", "density": None, **asked}
+    a, b = tok.decode(ids), tok.decode(conditioned)
+    assert [[(x.start, x.end, x.pitch, x.velocity) for x in i.notes] for i in a.instruments] == [
+        [(x.start, x.end, x.pitch, x.velocity) for x in i.notes] for i in b.instruments
+    ]
+
+
+def test_transposition_moves_the_key_condition_with_the_notes() -> None:
+    tok = tokenizer_from_config(TokenizerConfig(), _set())
+    for shift in (-5, -1, 3, 7):
+        lut = tok.transpose_lut(shift)
+        for key in ("D minor", "F# major", "B minor"):
+            got = tok.ids_to_tokens(
+                [int(lut[tok.vocab.id("COND_KEY_" + key.replace(" ", "_").replace("#", "_"))])]
+            )
+            want = parse_key(key).transposed(shift).name
+            assert got == [tok.vocab.tokens[tok.conditions.prefix(tok.vocab, {"key": want})[0]]]  # type: ignore[union-attr]
+        none = tok.vocab.id("COND_KEY_NONE")
+        assert lut[none] == none
+    # a set with only some keys: a key transposed out of it reads as not given
+    few = ConditionSet((Condition("key", ("C major", "D major")),))
+    t2 = tokenizer_from_config(TokenizerConfig(), few)
+    lut = t2.transpose_lut(2)
+    c, d, none = (t2.vocab.id(f"COND_KEY_{x}") for x in ("C_major", "D_major", "NONE"))
+    assert lut[c] == d and lut[d] == none
+
+
+def test_the_drop_table_sets_the_chosen_conditions_to_none() -> None:
+    tok = tokenizer_from_config(TokenizerConfig(), _set())
+    cs = tok.conditions
+    assert cs is not None
+    ids = cs.prefix(tok.vocab, {"key": "A minor", "density": "high", "label:mood": "happy"})
+    lut = cs.drop_lut(tok.vocab, [0, 2])
+    assert tok.ids_to_tokens(lut[ids]) == ["COND_KEY_NONE", "COND_DENSITY_high", "COND_LABEL_MOOD_NONE"]
+
+
+# ------------------------------------------------------------------------------------------ corpus, training
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus whose pieces are labelled by their folder (calm/ and lively/)."""
+    tmp = tmp_path_factory.mktemp("labelled")
+    src = tmp / "midi"
+    make_midi_files(src / "calm", n=6, seed=1)
+    make_midi_files(src / "lively", n=6, seed=2)
+    out = tmp / "corpus"
+    build_corpus([src], out, workers=1, val_fraction=0.2, labels_from_folders=True)
+    return out
+
+
+def test_the_conditions_come_from_the_corpus(labelled: Path) -> None:
+    corpus = Corpus.open(labelled)
+    cs = from_corpus(corpus, "auto")
+    assert cs is not None
+    assert cs.names == ("key", "density", "tempo", "label:folder")
+    assert cs.get("label:folder").values == ("calm", "lively")  # type: ignore[union-attr]
+    seen = {p.attributes.key.name for p in corpus.pieces() if p.attributes and p.attributes.key}
+    assert set(cs.get("key").values) == seen  # type: ignore[union-attr]
+    transposed = from_corpus(corpus, "key", transpose=6)  # the fixture's pieces are all in major keys
+    assert transposed is not None
+    assert transposed.get("key").values == tuple(k.name for k in KEYS if k.mode == "major")  # type: ignore[union-attr]
+    assert from_corpus(corpus, "none") is None
+    only = from_corpus(corpus, "density,label:folder")
+    assert only is not None and only.names == ("density", "label:folder")
+    with pytest.raises(ConfigError, match="no piece has the label column 'genre'"):
+        from_corpus(corpus, "label:genre")
+
+
+@pytest.mark.parametrize("bad", ["keys", "key,key", "label:", "auto,key"])
+def test_bad_condition_names_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="conditions"):
+        parse_condition_names(bad)
+
+
+def test_a_training_config_from_before_conditions_has_none() -> None:
+    stored = tiny_config().to_dict()
+    del stored["conditions"]
+    from composer.train_config import TrainConfig
+
+    assert TrainConfig.from_dict(stored).conditions == "none"
+    assert TrainConfig().conditions == "auto"
+
+
+@pytest.mark.parametrize("p_drop", [0.0, 1.0])
+def test_training_windows_carry_each_piece_s_conditions_or_none(labelled: Path, p_drop: float) -> None:
+    corpus = Corpus.open(labelled)
+    cs = from_corpus(corpus, "auto")
+    assert cs is not None
+    tok = tokenizer_from_config(corpus.tokenizer.config, cs)
+    pieces = corpus.pieces("train")
+    prefixes = [cs.piece_prefix(tok.vocab, p) for p in pieces]
+    store = TokenStore(corpus.tokens, pieces, torch.device("cpu"), tok, prefixes=prefixes)
+    assert np.array_equal(store.lengths, [p.length + len(cs) for p in pieces])
+    aug = Augmenter(tok, tiny_config().augment, store, torch.device("cpu"), condition_dropout=p_drop)
+    rng = np.random.default_rng(0)
+    stream = PieceStream(
+        store.lengths, len(pieces), 64, rng=None, loop=False, sample_aug=lambda i: aug.sample(rng, i)
+    )
+    x, _, _ = Batcher(store, 64, int(tok.pad_id), aug).gather(stream.next())
+    none = cs.none_ids(tok.vocab)
+    for r, p in enumerate(pieces):
+        row = x[r].numpy()
+        assert row[0] == tok.bos_id
+        want = none if p_drop == 1.0 else cs.piece_prefix(tok.vocab, p)
+        assert np.array_equal(row[1 : 1 + len(cs)], want)
+        music = corpus.piece_tokens(p)[1 : 64 - len(cs)]
+        assert np.array_equal(row[1 + len(cs) : 1 + len(cs) + len(music)], music)
+    assert tok.conditions is not None and "label:folder" in tok.conditions.names
+
+
+# ------------------------------------------------------------------------------------------ steering
+
+
+def test_steering_names_what_the_model_knows() -> None:
+    cs = _set()
+    assert steering(cs, labels=["sad"], key="Dm", density="high") == {
+        "label:mood": "sad",
+        "key": "D minor",
+        "density": "high",
+    }
+    assert steering(cs, labels=["mood=happy"], density="medium") == {"label:mood": "happy", "density": "mid"}
+    with pytest.raises(
+        ConfigError, match=r"'angry' is not a label the model knows \(it knows mood: happy, sad\)"
+    ):
+        steering(cs, labels=["angry"])
+    with pytest.raises(ConfigError, match="no label column 'genre'; it has mood"):
+        steering(cs, labels=["genre=jazz"])
+    with pytest.raises(ConfigError, match="--tempo: the model was not trained with a tempo condition"):
+        steering(cs, tempo="low")
+    with pytest.raises(ConfigError, match="--density must be one of low, mid, high"):
+        steering(cs, density="loud")
+    with pytest.raises(ConfigError, match="key must be a tonic"):
+        steering(cs, key="H major")
+    with pytest.raises(ConfigError, match="trained without conditions"):
+        steering(None, key="C major")
+    assert steering(None) == {}
+    few = ConditionSet(
+        (Condition("key", ("C major",)), Condition("tempo", ("low", "mid", "high"))), {"tempo": (90.0, 120.0)}
+    )
+    with pytest.raises(ConfigError, match="'D minor' is not one the model knows; it knows C major"):
+        steering(few, key="D minor")
+    assert steering(few, bpm=150) == {"tempo": "high"}
+    assert steering(few, bpm=150, tempo="low") == {"tempo": "low"}
+
+
+def test_instrument_names_become_programs() -> None:
+    assert parse_instruments("piano,bass,drums") == (0, 33, 128)
+    assert parse_instruments("Acoustic Grand Piano, 40") == (0, 40)
+    with pytest.raises(ConfigError, match="unknown instrument 'kazoo'"):
+        parse_instruments("piano,kazoo")
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_instruments(" , ")
+
+
+def _random_model(tok_size: int) -> LSTMModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("small", tok_size, embed_dim=16, hidden_size=16, num_layers=1)
+    return LSTMModel(cfg).eval()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_the_grammar_admits_only_the_requested_instruments(encoding: str) -> None:
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding))
+    model = _random_model(tok.vocab.size)
+    gen = torch.Generator().manual_seed(3)
+    out = sample_ids(model, tok, 6, Length(tokens=300), generator=gen, programs={33, 128})
+    played: set[int] = set()
+    for ids in out.ids:
+        score = tok.decode(ids)
+        played |= {128 if i.is_drum else i.program for i in score.instruments if i.notes}
+        assert np.array_equal(tok.encode(score)[0], ids)  # still exactly what the encoder writes
+    assert played and played <= {33, 128}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_unconditioned_sampling_of_a_conditioned_model_is_valid(encoding: str) -> None:
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding), _set())
+    model = _random_model(tok.vocab.size)
+    gen = torch.Generator().manual_seed(1)
+    assert tok.conditions is not None
+    for asked in (None, {"key": "E major", "label:mood": "sad"}):
+        out = sample_ids(model, tok, 4, Length(tokens=200), generator=gen, conditions=asked)
+        want = tok.conditions.prefix(tok.vocab, asked)
+        for ids in out.ids:
+            ids = ids.astype(np.int64)
+            assert np.array_equal(ids[1:4], want)
+            assert not tok.conditions.is_condition(tok.vocab)[ids[4:]].any()  # never sampled after the prefix
+            music = tok.strip_conditions(ids)
+            assert np.array_equal(tok.encode(tok.decode(music))[0], music)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from composer.train import train
+
+    run = tmp_path_factory.mktemp("cond-run") / "run"
+    train(labelled, run, tiny_config(max_steps=6, eval_every=3, transpose=2), progress=False)
+    return run
+
+
+def test_a_conditioned_checkpoint_generates_what_is_asked(conditioned_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    info = runner.invoke(main, ["info", str(conditioned_run)])
+    assert info.exit_code == 0, info.output
+    assert "conditions" in info.output and "folder: calm, lively" in info.output
+    out = tmp_path / "songs"
+    args = ["generate", str(conditioned_run), "-o", str(out), "-n", "2", "--bars", "4", "--seed", "1"]
+    r = runner.invoke(
+        main, [*args, "--label", "calm", "--key", "A major", "--density", "high", "--instruments", "piano"]
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "song_001.json").read_text())
+    assert meta["options"]["conditions"] == {"label:folder": "calm", "key": "A major", "density": "high"}
+    assert meta["options"]["instruments"] == [0]
+    score = read_midi(out / "song_001.mid")
+    assert {i.program for i in score.instruments if i.notes} <= {0}
+    bad = runner.invoke(main, [*args, "--force", "--label", "jazz"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "'jazz' is not a label the model knows (it knows folder: calm, lively)" in bad.output
+    bad = runner.invoke(main, [*args, "--force", "--instruments", "violin"])
+    assert bad.exit_code != 0 and "the model never heard Violin (40)" in bad.output
+
+
+def test_evaluate_scores_a_conditioned_model_on_the_music_only(conditioned_run: Path, labelled: Path) -> None:
+    from composer.checkpoint import load_checkpoint
+    from composer.evaluate import evaluate_checkpoint
+
+    ckpt = load_checkpoint(conditioned_run)
+    report = evaluate_checkpoint(ckpt, labelled, samples=0, distances=(), baselines=False).report
+    val = Corpus.open(labelled).pieces("val")
+    assert report["tokens"] == sum(p.length - 1 for p in val)
