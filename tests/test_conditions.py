@@ -322,3 +322,41 @@ def test_evaluate_scores_a_conditioned_model_on_the_music_only(conditioned_run: 
     report = evaluate_checkpoint(ckpt, labelled, samples=0, distances=(), baselines=False).report
     val = Corpus.open(labelled).pieces("val")
     assert report["tokens"] == sum(p.length - 1 for p in val)
+
+
+# ------------------------------------------------------------------------------------------ controls
+
+
+def test_the_label_classifier_learns_separable_labels() -> None:
+    from composer.controls import LabelClassifier
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (40, 5)), rng.normal(0, 1, (40, 5)) + [3, 0, 0, 0, 0]])
+    y = ["a"] * 40 + ["b"] * 40
+    clf = LabelClassifier(["a", "b"]).fit(x, y)
+    test = np.vstack([rng.normal(0, 1, (20, 5)), rng.normal(0, 1, (20, 5)) + [3, 0, 0, 0, 0]])
+    hits = sum(p == t for p, t in zip(clf.predict(test), ["a"] * 20 + ["b"] * 20))
+    assert hits >= 36
+
+
+def test_controls_are_measured_for_every_condition(conditioned_run: Path, labelled: Path) -> None:
+    from composer.checkpoint import load_checkpoint
+    from composer.controls import ControlOptions, controls_table, measure_controls
+
+    ckpt = load_checkpoint(conditioned_run)
+    result = measure_controls(ckpt, Corpus.open(labelled), ControlOptions(songs=2, bars=2))
+    assert ckpt.tokenizer.conditions is not None
+    keys = ckpt.tokenizer.conditions.get("key")
+    assert keys is not None
+    assert {r["key"] for r in result["key"]["rows"]} <= set(keys.values)
+    assert all(r["songs"] == 2 for r in result["key"]["rows"])
+    assert 0.0 <= result["key"]["accuracy"] <= 1.0
+    assert [r["level"] for r in result["density"]["rows"]] == list(
+        ckpt.tokenizer.conditions.get("density").values
+    )  # type: ignore[union-attr]
+    assert result["instruments"]["only_these"] == 1.0  # the grammar admits no other instrument
+    (label,) = result["labels"]
+    assert label["label"] == "folder" and {r["value"] for r in label["rows"]} == {"calm", "lively"}
+    assert label["pairs"] == len(Corpus.open(labelled).pieces("val"))  # each piece against the other label
+    names = [row[0] for row in controls_table(result)]
+    assert names[:2] == ["key", "density"] and "instruments" in names and "label folder" in names

@@ -82,6 +82,14 @@ def _distances(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     help="Also measure the LSTM mixed with its neural cache (fitted by 'composer fit-cache') "
     "[default: when the checkpoint has one].",
 )
+@click.option(
+    "--controls",
+    "control_songs",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Also measure whether the controls are obeyed, with this many songs per requested value: key, "
+    "density and tempo levels, labels (a classifier trained on the labelled pieces), instruments.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Sampling seed.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
 @device_option(default="auto", help="Where the model runs.")
@@ -96,6 +104,7 @@ def evaluate_command(
     targets: int,
     order: int,
     cache: bool | None,
+    control_songs: int,
     seed: int,
     temperature: float,
     device: str,
@@ -110,6 +119,8 @@ def evaluate_command(
     trained on.
 
     Example: composer evaluate checkpoints/bach corpora/bach --json eval.json --plot eval.png
+
+    Example: composer evaluate checkpoints/bach --samples 0 --distances '' --controls 8
     """
     from composer.eval_report import format_report, report_json
     from composer.evaluate import evaluate_checkpoint
@@ -133,6 +144,8 @@ def evaluate_command(
         log=echo_err if sys.stderr.isatty() else _quiet,
     )
     click.echo(format_report(ev.report))
+    if control_songs:
+        ev.report["controls"] = _controls(checkpoint, data, control_songs, seed, temperature, device)
     if json_path is not None:
         try:
             json_path.write_text(report_json(ev.report))
@@ -147,6 +160,28 @@ def evaluate_command(
         except OSError as e:
             raise ComposerError(f"{plot_path}: cannot write ({e.strerror or e})") from None
         click.echo(f"distributions drawn in {plot_path}")
+
+
+def _controls(
+    checkpoint: Path, data: Path | None, songs: int, seed: int, temperature: float, device: str
+) -> dict[str, object]:
+    """``--controls``: measured and printed as a table."""
+    from composer.checkpoint import load_checkpoint
+    from composer.controls import ControlOptions, controls_table, labelled_corpus, measure_controls
+    from composer.device import resolve_device
+
+    ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    corpus = labelled_corpus(ckpt, None if data is None else str(data))
+    opts = ControlOptions(songs=songs, seed=seed, temperature=temperature)
+    result = measure_controls(ckpt, corpus, opts, log=echo_err if sys.stderr.isatty() else _quiet)
+    rows = controls_table(result)
+    click.echo("\ncontrols (songs asked for each value, measured)")
+    if not rows:
+        click.echo("  none: the checkpoint has no conditions and records no instruments")
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, measured, target in rows:
+        click.echo(f"  {name:<{width}}  {measured}" + (f"  [target {target}]" if target else ""))
+    return result
 
 
 def _quiet(msg: str) -> None:
