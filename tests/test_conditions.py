@@ -360,3 +360,13 @@ def test_controls_are_measured_for_every_condition(conditioned_run: Path, labell
     assert label["pairs"] == len(Corpus.open(labelled).pieces("val"))  # each piece against the other label
     names = [row[0] for row in controls_table(result)]
     assert names[:2] == ["key", "density"] and "instruments" in names and "label folder" in names
+
+
+def test_train_refuses_bad_conditions_in_one_line(labelled: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["train", str(labelled), "-o", str(tmp_path / "r"), "--conditions", "mood"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "conditions must be auto, none or a comma list of key, density, tempo, labels" in r.output
+    r = CliRunner().invoke(
+        main, ["train", str(labelled), "-o", str(tmp_path / "r"), "--conditions", "label:genre"]
+    )
+    assert r.exit_code != 0 and "no piece has the label column 'genre'" in r.output

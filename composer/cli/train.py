@@ -183,6 +183,19 @@ LR_DEFAULTS = ", ".join(f"{preset} {_sci(lr)}" for preset, lr in PRESET_LR.items
     field="fit_cache",
     help="At the end, fit the neural cache (copying from the piece's own past) on the validation split.",
 )
+@config_option(
+    "--conditions",
+    field="conditions",
+    help="What generation can steer by: auto (every attribute and label column the corpus has), none, "
+    "or a comma list of key, density, tempo, labels, label:COLUMN.",
+)
+@config_option(
+    "--condition-dropout",
+    field="condition_dropout",
+    type=click.FloatRange(0.0, 1.0),
+    help="Chance that each condition of a piece is hidden (NONE) in training, so songs asked for "
+    "nothing stay good.",
+)
 @click.pass_context
 def train_command(
     ctx: click.Context, corpus_dir: Path, out: Path, resume: bool, overwrite: bool, **options: Any
