@@ -421,6 +421,8 @@ def steering(
         level = level_of(float(bpm), cs.bounds["tempo"])
         if level in cs.get("tempo").values:  # type: ignore[union-attr]
             out["tempo"] = level
+    if labels and not cs.labels:
+        raise ConfigError(f"--label: the model was trained without labels; its conditions are {_names(cs)}")
     for text in labels:
         column, sep, value = str(text).partition("=")
         if sep:
