@@ -44,7 +44,7 @@ def test_train_options_are_trainconfig_fields_with_its_defaults() -> None:
     train = command("train")
     config_params = [p for p in train.params if p.name in fields]
     assert {p.name for p in train.params} - fields == {"corpus_dir", "out", "resume", "overwrite"}
-    assert len(config_params) == 22
+    assert len(config_params) == 24
     for p in config_params:
         assert p.default == getattr(defaults, str(p.name)), p.name
     assert option(train, "--threads").name == "num_threads"
