@@ -44,6 +44,8 @@ TONIC_NAMES = {
 DRUM_KIT = 128
 #: Density and tempo levels: below the corpus's lower tercile, between its terciles, above the upper one.
 LEVELS = ("low", "mid", "high")
+#: The most quarter notes one note weighs in the key profile (see pitch_class_profile).
+MAX_KEY_WEIGHT_QUARTERS = 32
 #: Decimals kept of density (notes per quarter note), tempo (qpm) and key correlation: what a corpus
 #: manifest stores, so that an attribute read back equals the one computed.
 DECIMALS = 4
@@ -99,11 +101,14 @@ def parse_key(text: str) -> Key:
 
 def pitch_class_profile(score: Score) -> np.ndarray:
     """Quarter notes sounded on each pitch class (0 = C), summed over every pitched note; drums left out.
+    A note counts for at most ``MAX_KEY_WEIGHT_QUARTERS`` (a stuck note, never released until the end of
+    its track, would otherwise outweigh the music).
 
     Overlapping notes each count (two voices on one pitch class weigh twice). Sums are of integer ticks,
     exact, so a transposed score's profile is exactly this one rotated."""
+    cap = MAX_KEY_WEIGHT_QUARTERS * score.ticks_per_beat
     pitches = [n.pitch % 12 for inst in score.instruments if not inst.is_drum for n in inst.notes]
-    ticks = [n.end - n.start for inst in score.instruments if not inst.is_drum for n in inst.notes]
+    ticks = [min(n.end - n.start, cap) for inst in score.instruments if not inst.is_drum for n in inst.notes]
     if not pitches:
         return np.zeros(12)
     profile = np.bincount(np.array(pitches), weights=np.array(ticks, dtype=np.float64), minlength=12)

@@ -12,6 +12,7 @@ from composer.attributes import (
     DRUM_KIT,
     LEVELS,
     MAJOR_PROFILE,
+    MAX_KEY_WEIGHT_QUARTERS,
     MINOR_PROFILE,
     MODES,
     Attributes,
@@ -126,6 +127,25 @@ def test_the_profile_is_duration_weighted() -> None:
     )
     assert estimate_key(heavy_a) == parse_key("A minor")
     assert estimate_key(heavy_c) == parse_key("C major")
+
+
+def test_a_stuck_note_weighs_no_more_than_a_long_held_one() -> None:
+    # an F# never released (it sounds to the end of its track, 2,000 quarters later) beside a D major
+    # cadence played four times: held in full it would outweigh the music; capped, the cadence decides
+    cadence = cadence_score(2, "major").instruments[0].notes
+    music = [
+        Note(n.pitch, n.velocity, n.start + k * 16 * TPQ, n.end + k * 16 * TPQ)
+        for k in range(4)
+        for n in cadence
+    ]
+    stuck = Note(66 - 12, 80, 0, 2000 * TPQ)
+    s = score_of(music + [stuck])
+    assert pitch_class_profile(s)[6] == 4 * 8 + MAX_KEY_WEIGHT_QUARTERS  # eight whole-note F#s, and the cap
+    assert estimate_key(s) == parse_key("D major")
+    # what the cap changes: without it the F# alone would decide
+    uncapped = pitch_class_profile(s)
+    uncapped[6] += 2000 - MAX_KEY_WEIGHT_QUARTERS
+    assert key_from_profile(uncapped) != parse_key("D major")
 
 
 def test_drums_are_left_out() -> None:
