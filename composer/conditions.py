@@ -39,6 +39,8 @@ ATTRIBUTES = ("key", "density", "tempo")
 KEYS = tuple(Key(t, m) for m in MODES for t in range(12))
 #: A label column with more distinct values than this is not a condition (an id, a free-text field).
 MAX_LABEL_VALUES = 64
+#: The most conditions a model may have (training's drop table has 2 ** conditions rows).
+MAX_CONDITIONS = 8
 #: What ``TrainConfig.conditions`` may name besides ``label:COLUMN``.
 CONDITION_WORDS = (*ATTRIBUTES, "labels")
 LABEL_PREFIX = "label:"
@@ -302,6 +304,12 @@ def from_corpus(corpus: Corpus, text: str, say: Any = None, transpose: int = 0) 
                     f"{corpus.path}: no piece has the {what} {probe.column!r} "
                     + ("(rebuild the corpus to record attributes)" if not probe.is_label else "")
                 )
+            continue
+        if len(conds) == MAX_CONDITIONS:
+            if explicit:
+                raise ConfigError(f"at most {MAX_CONDITIONS} conditions, got {', '.join(names)}")
+            if say is not None:
+                say(f"{probe.column!r} is not a condition: at most {MAX_CONDITIONS} (--conditions chooses)")
             continue
         conds.append(Condition(name, values))
     if not conds:

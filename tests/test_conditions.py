@@ -370,3 +370,23 @@ def test_train_refuses_bad_conditions_in_one_line(labelled: Path, tmp_path: Path
         main, ["train", str(labelled), "-o", str(tmp_path / "r"), "--conditions", "label:genre"]
     )
     assert r.exit_code != 0 and "no piece has the label column 'genre'" in r.output
+
+
+def test_at_most_eight_conditions(tmp_path: Path) -> None:
+    from composer.conditions import MAX_CONDITIONS
+
+    src = tmp_path / "midi"
+    files = make_midi_files(src, n=4)
+    cols = [f"c{i}" for i in range(7)]
+    rows = ["file," + ",".join(cols)] + [
+        f"{f.name}," + ",".join(str(j % 2) for _ in cols) for j, f in enumerate(files)
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "corpus"
+    build_corpus([src], out, workers=1, labels_csv=tmp_path / "labels.csv")
+    said: list[str] = []
+    cs = from_corpus(Corpus.open(out), "auto", said.append)
+    assert cs is not None and len(cs) == MAX_CONDITIONS  # key, density, tempo and five label columns
+    assert any("is not a condition: at most 8" in m for m in said)
+    with pytest.raises(ConfigError, match="at most 8 conditions"):
+        from_corpus(Corpus.open(out), "key,density,tempo,labels")

@@ -192,13 +192,7 @@ def test_sampling_can_cap_a_unison_the_encoder_keeps():
     score.instruments[0].notes += twins
     ids = tok.encode(score)[0]
     assert sorted(tok.decode(ids).instruments[0].notes, key=lambda n: n.start)[4].pitch == first.pitch
-    assert accepts(tok.grammar(), ids)
-    capped = tok.grammar()
-    capped.limit_unisons(3)
-    assert not accepts(capped, ids)
-    loose = tok.grammar()
-    loose.limit_unisons(5)
-    assert accepts(loose, ids)
+    capped = _limit_bites(tok, ids, "limit_unisons", tight=3, loose=5)
     # the mask itself, right after the third note of the unison
     pitch_id = tok.vocab.id(f"PITCH_{first.pitch}")
     third = lambda seen: seen.count(pitch_id) == 3 and _kind(tok, seen[-1]) == "DURATION"  # noqa: E731
@@ -209,6 +203,17 @@ def test_sampling_can_cap_a_unison_the_encoder_keeps():
     assert MAX_UNISON >= 2  # real music doubles notes: sampling must still be able to
     with pytest.raises(ValueError):
         capped.limit_unisons(0)
+
+
+def _limit_bites(tok, ids, limit: str, tight: int, loose: int):
+    """``ids`` fit the exact grammar and the ``loose`` limit but not the ``tight`` one; the tight grammar."""
+    assert accepts(tok.grammar(), ids)
+    capped, roomy = tok.grammar(), tok.grammar()
+    getattr(capped, limit)(tight)
+    getattr(roomy, limit)(loose)
+    assert not accepts(capped, ids)
+    assert accepts(roomy, ids)
+    return capped
 
 
 def test_sampling_can_cap_empty_bars_in_a_row_the_encoder_keeps():
@@ -224,13 +229,7 @@ def test_sampling_can_cap_empty_bars_in_a_row_the_encoder_keeps():
     score = Score(480, [Instrument(0, False, "Piano", notes)], [TempoChange(0, 120.0)], meter)
     ids = tok.encode(score)[0]
     assert [n.start for n in tok.decode(ids).instruments[0].notes] == [0, 5 * bar]
-    assert accepts(tok.grammar(), ids)
-    capped = tok.grammar()
-    capped.limit_empty_bars(2)
-    assert not accepts(capped, ids)
-    loose = tok.grammar()
-    loose.limit_empty_bars(4)
-    assert accepts(loose, ids)
+    capped = _limit_bites(tok, ids, "limit_empty_bars", tight=2, loose=4)
     bar_id = tok.vocab.id("BAR")
     mask = _mask_once(capped, ids, lambda seen: seen.count(bar_id) == 4)  # bars 2, 3 empty; bar 4 begun
     assert not mask[bar_id] and mask[tok.vocab.id("POSITION_0")]
