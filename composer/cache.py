@@ -319,14 +319,19 @@ def piece_scores(model: Any, ids: np.ndarray, chunk: int = 1024) -> tuple[np.nda
 
 
 def window_scores(
-    model: Any, windows: np.ndarray, targets: np.ndarray, config: CacheConfig | None
+    model: Any,
+    windows: np.ndarray,
+    targets: np.ndarray,
+    config: CacheConfig | None,
+    state: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """NLLs of ``targets[r]`` right after ``windows[r]`` (R, L) read from a fresh state, in one pass: the
-    model's alone, and with the cache (None if ``config`` is off) over the window's own L positions only,
-    so that a history cut L tokens back cuts the cache there too."""
+    """NLLs of ``targets[r]`` right after ``windows[r]`` (R, L) read from a fresh state (``state``: the
+    model's ``fresh_state``, which keeps the piece's conditions; None: zero), in one pass: the model's
+    alone, and with the cache (None if ``config`` is off) over the window's own L positions only, so that
+    a history cut L tokens back cuts the cache there too."""
     device = next(model.parameters()).device
     x = torch.as_tensor(windows, dtype=torch.long, device=device)  # (R, L)
-    out, _ = model.hidden(x, None)  # (R, L, H)
+    out, _ = model.hidden(x, state)  # (R, L, H)
     lp = torch.log_softmax(model.project(out[:, -1]).float(), dim=-1)  # (R, V): predicts the target
     t = torch.as_tensor(targets, dtype=torch.long, device=device)
     lpm = lp.gather(1, t[:, None])[:, 0].double().cpu()

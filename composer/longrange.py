@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from composer.cache import CacheConfig, window_scores
+from composer.conditions import MAX_CONDITIONS
 from composer.errors import ConfigError
 from composer.form import copyable_mask
 
@@ -138,6 +139,11 @@ def reset_nlls(
     out_c = None if full_cache is None or cache is None else full_cache[positions - 1].astype(np.float64)
     cut = np.flatnonzero(positions > distance)
     rows = max(1, batch_tokens // max(distance, 1))
+    # A conditioned model's cut history keeps the piece's conditions (the tokens after its BOS): they are
+    # what the piece was asked to be, not history; the state is zero otherwise.
+    fresh = getattr(model, "fresh_state", None)
+    device = next(model.parameters()).device
+    context = torch.as_tensor(ids[: min(len(ids), 1 + MAX_CONDITIONS)], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     try:
@@ -146,7 +152,8 @@ def reset_nlls(
             t = positions[sel]
             windows = ids[t[:, None] - distance + np.arange(distance)[None, :]]
             with torch.inference_mode():
-                plain, cached = window_scores(model, windows, ids[t], cache)
+                state = fresh(len(sel), context) if fresh is not None else None
+                plain, cached = window_scores(model, windows, ids[t], cache, state)
             out[sel] = plain
             if out_c is not None and cached is not None:
                 out_c[sel] = cached

@@ -364,8 +364,10 @@ class RunState:
             if why is None:
                 mine = streams[self.dist.rank]
                 self.stream.load_state_dict(mine["data"])
-                h, c = mine["lstm_state"]
-                self.carry = (h.to(self.device).float(), c.to(self.device).float())
+                saved = tuple(t.to(self.device).float() for t in mine["lstm_state"])
+                if [t.shape for t in saved] != [t.shape for t in self.carry]:
+                    raise ValueError(f"carried state of shapes {[tuple(t.shape) for t in saved]}")
+                self.carry = saved
                 restore_rng(mine["rng"], self.device)
             else:
                 say(f"{why}: weights and optimizer resume at step {self.step}, the data order starts afresh")
@@ -378,7 +380,7 @@ class RunState:
         Every process contributes its data position, carried state and RNG; process 0 writes."""
         mine = {
             "data": self.stream.state_dict(),
-            "lstm_state": [self.carry[0].detach().float().cpu(), self.carry[1].detach().float().cpu()],
+            "lstm_state": [t.detach().float().cpu() for t in self.carry],
             "rng": rng_tensors(self.device),
         }
         streams: list[Any] | None = [mine]

@@ -39,7 +39,7 @@ import torch
 
 from composer.cache import CacheBank, CacheConfig
 from composer.errors import ConfigError
-from composer.model import LSTMModel, State
+from composer.model import LSTMModel, State, expand_state
 from composer.songs import GeneratedSong, check_primer_programs, encode_primer, songs_from_sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,9 +211,9 @@ class Stepper:
 
     def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, State]:
         """Run ``tokens`` (T,) once; return the last logits and the state, both repeated ``batch`` times."""
-        logits, (h, c) = self.model(tokens.unsqueeze(0), None)
+        logits, state = self.model(tokens.unsqueeze(0), None)
         last = logits[0, -1].float().unsqueeze(0).expand(batch, -1)
-        return last, (h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous())
+        return last, expand_state(state, batch)
 
     def __call__(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """``tokens`` (B,) long -> logits (B, V) and the new state."""
@@ -255,12 +255,12 @@ class CachedStepper:
     def prime(self, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, State]:
         """Run ``tokens`` (T,) once, push its positions into every row's cache; the mixture's log-probs
         for the next token and the state, repeated ``batch`` times."""
-        out, (h, c) = self.model.hidden(tokens.unsqueeze(0), None)
+        out, state = self.model.hidden(tokens.unsqueeze(0), None)
         out = out[0]  # (T, H)
         self.bank.push_sequence(out[:-1], tokens[1:])
         self._hidden = out[-1:].expand(batch, -1)
         last = self._mix(self._hidden)
-        return last, (h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous())
+        return last, expand_state(state, batch)
 
     def push(self, tokens: torch.Tensor) -> None:
         """Record ``tokens`` (B,), just sampled, with the hidden state that predicted them."""

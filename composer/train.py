@@ -72,7 +72,7 @@ from composer.device import (
 from composer.distributed import DistInfo, all_reduce_sum
 from composer.errors import ComposerError, ConfigError, CorpusError
 from composer.metrics import MetricsLog, Throughput, plot_metrics
-from composer.model import LSTMModel, cell_excess, detach_state, reset_rows
+from composer.model import LSTMModel, ModelConfig, cell_excess, detach_state, reset_rows
 from composer.musicstats import FeatureSet, music_stats_summary
 from composer.nll import Validation, validate, window_nll
 from composer.runstate import (
@@ -312,9 +312,11 @@ class _Run:
         """The model (the checkpoint's weights on resume), its optimizer and, under torchrun, DDP."""
         config, device = self.config, self.device
         torch.manual_seed(config.seed)  # seed before the model is built, seed + rank after
-        wanted = config.model_config(self.tok.vocab.size)
+        wanted = config.model_config(self.tok.vocab.size, self.tok.condition_slots)
         if raw is not None:
             self.model, saved = model_from_raw(raw, device)
+            if not saved.condition_slots:  # a run from before conditions reached every step goes on without
+                wanted = ModelConfig.from_dict({**wanted.to_dict(), "condition_slots": ()})
             if saved != wanted:
                 raise ConfigError(
                     f"the architecture cannot change on --resume: {raw.path} has {saved.to_dict()}, "

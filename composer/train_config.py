@@ -170,10 +170,13 @@ class TrainConfig:
     def final_lr(self) -> float:
         return float(self.min_lr if self.min_lr is not None else self.peak_lr / 10)
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
+    def model_config(self, vocab_size: int, condition_slots: tuple[tuple[int, int], ...] = ()) -> ModelConfig:
+        """The architecture for a vocabulary of ``vocab_size`` whose condition tokens sit in
+        ``condition_slots`` (the tokenizer's; fed to the LSTM at every step)."""
         return ModelConfig.from_preset(
             self.preset,
             vocab_size,
+            condition_slots=condition_slots or None,
             embed_dim=self.embed_dim,
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,

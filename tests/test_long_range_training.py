@@ -36,7 +36,7 @@ def test_cell_penalty_bounds_the_carried_cells(corpus: Path, tmp_path: Path) -> 
         train(corpus, tmp_path / name, cfg, progress=False, plot=False)
         raw = read_checkpoint(tmp_path / name / "last")
         ts = join_tensors(raw.meta["train_state"], raw.state_tensors())
-        _, c = ts["streams"][0]["lstm_state"]  # the rows' carried (h, c)
+        c = ts["streams"][0]["lstm_state"][1]  # the rows' carried (h, c[, s])
         peaks[name] = float(c.abs().max())
     assert peaks["on"] < 0.6 * peaks["off"], peaks
 

@@ -153,3 +153,81 @@ def test_chrono_init_spreads_the_time_scales() -> None:
         assert float(b_hh[: 2 * h].abs().max()) == 0.0
     with pytest.raises(ConfigError, match="at least 3 tokens"):
         m.chrono_init(2)
+
+
+# -------------------------------------------------------------------- conditions at every step
+SLOTS = ((40, 4), (44, 3))  # two conditions: ids 40..43 and 44..46 (vocabulary of 50)
+
+
+def conditioned(**kw: object) -> LSTMModel:
+    return LSTMModel(small(condition_slots=SLOTS, **kw)).eval()
+
+
+def test_condition_slots_are_validated_and_round_trip() -> None:
+    cfg = small(condition_slots=SLOTS)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_dict({**cfg.to_dict(), "condition_slots": [[40, 4], [44, 3]]}) == cfg  # JSON lists
+    assert small().condition_slots == ()
+    for bad in ([[40, 0]], [[48, 4]], [[44, 3], [40, 4]], [[40, 4], [42, 2]], [[40]], "40", [[40, 2.0]]):
+        with pytest.raises(ConfigError, match="condition_slots"):
+            small(condition_slots=bad)
+
+
+def test_conditions_reach_every_step_and_forward_equals_steps_and_windows() -> None:
+    torch.manual_seed(3)
+    model = conditioned()
+    music = torch.randint(4, 40, (1, 30))
+    a = torch.cat([torch.tensor([[1, 41, 45]]), music], dim=1)  # BOS, slot values 1 and 1
+    b = torch.cat([torch.tensor([[1, 43, 46]]), music], dim=1)
+    la, sa = model(a)
+    lb, _ = model(b)
+    # the conditions differ only at the start, yet every later prediction differs by a similar amount
+    late = (la[0, -5:] - lb[0, -5:]).abs().mean()
+    assert late > 0.5 * (la[0, 3:8] - lb[0, 3:8]).abs().mean() and late > 1e-3
+    assert sa[2].tolist() == [[[2.0, 2.0]]]  # the latest value + 1 of each slot
+    # without conditions read the model is the plain one plus nothing: row 0 of the table is zero
+    assert model.cond_embed is not None and not model.cond_embed.weight[0].any()
+    # windows with the state carried, and one token at a time, equal the whole sequence
+    state = None
+    parts = []
+    for start in range(0, a.shape[1], 4):
+        out, state = model(a[:, start : start + 4], state)
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=1), la, rtol=1e-5, atol=1e-5)
+    state = model.init_state(1)
+    steps = []
+    for t in range(a.shape[1]):
+        logits, state = model.step(a[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, dim=1), la, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[2], sa[2])
+
+
+def test_a_new_piece_in_the_window_takes_its_own_conditions_and_reset_forgets_them() -> None:
+    torch.manual_seed(4)
+    model = conditioned()
+    one = torch.tensor([[1, 40, 44, 5, 6, 7, 2]])
+    two = torch.tensor([[1, 42, 45, 8, 9, 10]])
+    packed, _ = model(torch.cat([one, two], dim=1))
+    alone, _ = model(two)
+    # the LSTM cells carry over from the first piece, the conditions do not: slot values are the second's
+    _, state = model(torch.cat([one, two], dim=1))
+    assert state[2].tolist() == [[[3.0, 2.0]]]
+    assert not torch.allclose(packed[0, 7:], alone[0])  # the cells still remember the first piece
+    reset = reset_rows(state, torch.tensor([False]))
+    assert all(not t.any() for t in reset) and len(reset) == 3
+    assert detach_state(state)[2].dtype == torch.float32
+
+
+def test_fresh_state_keeps_the_pieces_conditions() -> None:
+    torch.manual_seed(5)
+    model = conditioned()
+    piece = torch.tensor([1, 43, 44, 5, 6, 7, 8, 9, 10, 11])
+    state = model.fresh_state(3, piece[:6])
+    assert state is not None and state[2].tolist() == [[[4.0, 1.0]] * 3]
+    assert not state[0].any() and not state[1].any()
+    window = piece[6:].repeat(3, 1)
+    kept, _ = model(window, state)
+    bare, _ = model(window)
+    assert not torch.allclose(kept, bare)
+    assert LSTMModel(small()).fresh_state(2, piece) is None  # an unconditioned model: a zero state

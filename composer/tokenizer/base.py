@@ -206,6 +206,13 @@ class Tokenizer(ABC):
         """Condition tokens after BOS in this tokenizer's sequences (0 without conditions)."""
         return 0 if self.conditions is None else len(self.conditions)
 
+    @property
+    def condition_slots(self) -> tuple[tuple[int, int], ...]:
+        """``(first id, count)`` of each condition's tokens in slot order: the model's ``condition_slots``."""
+        if self.conditions is None:
+            return ()
+        return tuple((self.vocab.offset(r.kind), r.size) for r in self.conditions.ranges())
+
     def condition(self, ids: np.ndarray, values: dict[str, str | None] | None = None) -> np.ndarray:
         """``ids`` (BOS ...) with the condition tokens for ``values`` (missing: NONE) after its BOS, as a
         conditioned model reads a piece; ``ids`` unchanged without conditions."""
