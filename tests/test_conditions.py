@@ -314,6 +314,35 @@ def test_a_conditioned_checkpoint_generates_what_is_asked(conditioned_run: Path,
     assert bad.exit_code != 0 and "the model never heard Violin (40)" in bad.output
 
 
+def test_the_model_reads_the_conditions_at_every_step(conditioned_run: Path) -> None:
+    from composer.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(conditioned_run)
+    slots = ckpt.model.config.condition_slots
+    assert slots == ckpt.tokenizer.condition_slots and len(slots) == ckpt.tokenizer.condition_count > 0
+    assert ckpt.model.cond_embed is not None
+
+
+def test_a_run_from_before_conditions_reached_every_step_resumes_as_it_was(
+    labelled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conditioned run trained when the conditions were read once after BOS (no ``condition_slots``)
+    resumes with that architecture instead of being refused."""
+    from composer.checkpoint import load_checkpoint
+    from composer.train import train
+    from composer.train_config import TrainConfig
+
+    run = tmp_path / "old"
+    new_model_config = TrainConfig.model_config
+    with monkeypatch.context() as m:
+        m.setattr(TrainConfig, "model_config", lambda self, vocab_size, slots=(): new_model_config(self, vocab_size))
+        train(labelled, run, tiny_config(max_steps=3, eval_every=3), progress=False)
+    assert load_checkpoint(run / "last").model.config.condition_slots == ()
+    train(labelled, run, tiny_config(max_steps=6, eval_every=3), resume=True, progress=False)
+    resumed = load_checkpoint(run / "last")
+    assert resumed.model.config.condition_slots == () and resumed.tokenizer.condition_count > 0
+
+
 def test_evaluate_scores_a_conditioned_model_on_the_music_only(conditioned_run: Path, labelled: Path) -> None:
     from composer.checkpoint import load_checkpoint
     from composer.evaluate import evaluate_checkpoint
