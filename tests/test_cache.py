@@ -132,8 +132,14 @@ def test_min_lag_leaves_the_newest_positions_out_and_bank_and_whole_piece_agree(
 @pytest.mark.parametrize(
     "bad",
     [
-        {"lam": 1.5}, {"theta": -1.0}, {"size": 0}, {"nope": 1}, {"sample_lam": 1.2}, {"sample_lam": "a"},
-        {"min_lag": -1}, {"sample_min_lag": 1.5},
+        {"lam": 1.5},
+        {"theta": -1.0},
+        {"size": 0},
+        {"nope": 1},
+        {"sample_lam": 1.2},
+        {"sample_lam": "a"},
+        {"min_lag": -1},
+        {"sample_min_lag": 1.5},
     ],
 )
 def test_config_refuses_bad_values(bad: dict) -> None:

@@ -335,7 +335,8 @@ def test_a_run_from_before_conditions_reached_every_step_resumes_as_it_was(
     run = tmp_path / "old"
     new_model_config = TrainConfig.model_config
     with monkeypatch.context() as m:
-        m.setattr(TrainConfig, "model_config", lambda self, vocab_size, slots=(): new_model_config(self, vocab_size))
+        old = lambda self, vocab_size, slots=(): new_model_config(self, vocab_size)  # noqa: E731
+        m.setattr(TrainConfig, "model_config", old)
         train(labelled, run, tiny_config(max_steps=3, eval_every=3), progress=False)
     assert load_checkpoint(run / "last").model.config.condition_slots == ()
     train(labelled, run, tiny_config(max_steps=6, eval_every=3), resume=True, progress=False)

@@ -344,7 +344,12 @@ def test_a_stored_cache_adds_its_rows_and_no_cache_keeps_the_plain_figures(
     assert "LSTM + cache" in text and "theta 1, lambda 0.5, size 512" in text
     c = r["cache"]
     assert c["config"] == {
-        "theta": 1.0, "lam": 0.5, "size": 512, "sample_lam": None, "min_lag": 0, "sample_min_lag": None
+        "theta": 1.0,
+        "lam": 0.5,
+        "size": 512,
+        "sample_lam": None,
+        "min_lag": 0,
+        "sample_min_lag": None,
     }
     assert c["fit"]["nll_cache"] == 1.5
     assert c["tokens"] == r["tokens"] and c["notes"] == r["notes"]

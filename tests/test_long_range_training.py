@@ -49,8 +49,13 @@ def test_training_fits_the_cache_into_best(corpus: Path, tmp_path: Path) -> None
     assert meta["cache"]["fit"]["nll_cache"] <= meta["cache"]["fit"]["nll_model"]
     ckpt = load_checkpoint(tmp_path / "run")
     assert (ckpt.cache is None) == (meta["cache"]["config"]["lam"] == 0)
-    train(corpus, tmp_path / "off", tiny_config(max_steps=10, eval_every=10, fit_cache=False),
-          progress=False, plot=False)
+    train(
+        corpus,
+        tmp_path / "off",
+        tiny_config(max_steps=10, eval_every=10, fit_cache=False),
+        progress=False,
+        plot=False,
+    )
     assert "cache" not in json.loads((tmp_path / "off" / "best" / "checkpoint.json").read_text())
 
 

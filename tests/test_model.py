@@ -166,7 +166,8 @@ def conditioned(**kw: object) -> LSTMModel:
 def test_condition_slots_are_validated_and_round_trip() -> None:
     cfg = small(condition_slots=SLOTS)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    assert ModelConfig.from_dict({**cfg.to_dict(), "condition_slots": [[40, 4], [44, 3]]}) == cfg  # JSON lists
+    as_json = {**cfg.to_dict(), "condition_slots": [[40, 4], [44, 3]]}
+    assert ModelConfig.from_dict(as_json) == cfg
     assert small().condition_slots == ()
     for bad in ([[40, 0]], [[48, 4]], [[44, 3], [40, 4]], [[40, 4], [42, 2]], [[40]], "40", [[40, 2.0]]):
         with pytest.raises(ConfigError, match="condition_slots"):

@@ -812,9 +812,7 @@ def test_ddp_gradient_is_the_global_token_mean_when_ranks_hold_unequal_targets(
     script = tmp_path / "ddp_grad.py"
     script.write_text(DDP_GRAD_SCRIPT)
     # whole pieces in one window, so the ranks' target counts differ by their pieces' lengths
-    cfg = tiny_config(
-        batch_size=2, window=2048, grad_accum=2, dropout=0.0, grad_clip=0.0, conditions="none"
-    )
+    cfg = tiny_config(batch_size=2, window=2048, grad_accum=2, dropout=0.0, grad_clip=0.0, conditions="none")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
