@@ -309,7 +309,8 @@ def sample_ids(
     ``conditions`` (condition name -> value, ``composer.conditions``): what a conditioned model is asked
     for; the condition tokens go after BOS (NONE for every condition not given, and for all of them
     without ``conditions``). ``programs``: the only instruments the songs may play (the grammar admits no
-    other PROGRAM; a grammar passed in is limited too).
+    other PROGRAM, and each of them plays: see ``Grammar.limit_programs``; a grammar passed in is limited
+    too).
     """
     check_sampling_options(temperature, top_k, top_p)
     if n < 1:
@@ -323,7 +324,7 @@ def sample_ids(
         grammar.limit_empty_bars(MAX_EMPTY_BARS)
     g = grammar
     if programs is not None:
-        g.limit_programs(set(programs))
+        g.limit_programs(set(programs), every=True)
     filt = _Filter(temperature, top_k, top_p, tok.vocab.size)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 

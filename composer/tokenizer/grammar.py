@@ -43,6 +43,9 @@ class GrammarState(Generic[R]):
     def __init__(self, grammar: Grammar[R], rows: list[R]) -> None:
         self.grammar = grammar
         self.rows = rows
+        need = grammar.required_programs
+        # per row, the PROGRAM ids of the instruments ``limit_programs(every=True)`` still waits for
+        self.unplayed: list[set[int]] | None = None if need is None else [set(need) for _ in rows]
 
     @property
     def finished(self) -> np.ndarray:
@@ -68,6 +71,12 @@ class GrammarState(Generic[R]):
             limited = m & keep
             ok = limited.any(axis=1)  # a row the limit would leave without a choice keeps its own mask
             m = np.where(ok[:, None], limited, m)
+        if self.unplayed is not None:
+            for i, wait in enumerate(self.unplayed):
+                ids = [t for t in wait if m[i, t]]
+                if ids:  # an instrument may start here that has not played yet: one of those comes next
+                    m[i] = False
+                    m[i, ids] = True
         return m
 
 
@@ -88,6 +97,7 @@ class Grammar(ABC, Generic[R]):
         self.max_unison: int | None = None  # see limit_unisons
         self.max_empty_bars: int | None = None  # see limit_empty_bars
         self.program_filter: np.ndarray | None = None  # see limit_programs
+        self.required_programs: frozenset[int] | None = None  # PROGRAM ids; see limit_programs
 
     def limit_unisons(self, n: int) -> None:
         """Admit at most ``n`` notes of one program and pitch starting together (a unison), where the
@@ -111,10 +121,14 @@ class Grammar(ABC, Generic[R]):
             raise ValueError(f"an empty-bar limit must be at least 0, got {n}")
         self.max_empty_bars = n
 
-    def limit_programs(self, programs: set[int] | frozenset[int]) -> None:
+    def limit_programs(self, programs: set[int] | frozenset[int], every: bool = False) -> None:
         """Admit only these PROGRAM values (General MIDI programs, 128 for drums): every note a sampled
         song plays is then one of these instruments'. A row whose only choices are other programs (which
-        no grammar here leaves once its notes are of these programs) keeps them."""
+        no grammar here leaves once its notes are of these programs) keeps them.
+
+        With ``every``, each of them also plays: until an instrument has had its first note, wherever the
+        grammar admits its PROGRAM token, only the waiting instruments' PROGRAM tokens are admitted (a
+        PROGRAM is always followed by a note), so the song's first onsets bring them in."""
         if "PROGRAM" not in self.vocab:
             raise ValueError("this encoding has no programs to limit")
         r = self.vocab.range("PROGRAM")
@@ -126,6 +140,7 @@ class Grammar(ABC, Generic[R]):
         keep[o : o + r.size] = False
         keep[[o + p - r.min for p in programs]] = True
         self.program_filter = keep
+        self.required_programs = frozenset(o + p - r.min for p in programs) if every else None
 
     def _mask(self, *kinds: str) -> np.ndarray:
         return self.vocab.mask(*kinds) if kinds else np.zeros(self.size, dtype=bool)
@@ -143,6 +158,9 @@ class Grammar(ABC, Generic[R]):
             if strict and not self.row_mask(row)[t]:
                 raise TokenError(f"token {self.vocab.token(t)} is not allowed here")
             self._step(row, t)
+        if state.unplayed is not None:
+            for wait, t in zip(state.unplayed, np.asarray(tokens).tolist()):
+                wait.discard(t)
 
     def request_end(self, state: GrammarState[R], rows: np.ndarray) -> None:
         for row, flag in zip(state.rows, np.asarray(rows).tolist()):
