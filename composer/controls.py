@@ -83,6 +83,27 @@ def _played(score: Score) -> set[int]:
     return {DRUMS_PROGRAM if i.is_drum else i.program for i in score.instruments if i.notes}
 
 
+def bar_share(score: Score, programs: set[int]) -> float:
+    """The mean, over ``programs``, of the share of the song's bars (by its first time signature; 4/4
+    without one) in which that instrument starts a note: 1 = each plays in every bar."""
+    ts = score.time_signatures[0] if score.time_signatures else None
+    bar = score.ticks_per_beat * 4 * (ts.numerator / ts.denominator if ts else 1.0)
+    onsets = [n.start for i in score.instruments for n in i.notes]
+    if not programs or not onsets or bar <= 0:
+        return 0.0
+    n_bars = int(max(onsets) // bar) + 1
+    shares = []
+    for p in programs:
+        bars = {
+            int(n.start // bar)
+            for i in score.instruments
+            if (DRUMS_PROGRAM if i.is_drum else i.program) == p
+            for n in i.notes
+        }
+        shares.append(len(bars) / n_bars)
+    return float(np.mean(shares))
+
+
 # ------------------------------------------------------------------------------------------------ attributes
 
 
@@ -167,13 +188,15 @@ def instrument_control(
     rows: list[dict[str, Any]] = []
     for i, want in enumerate(sets):
         log(f"instruments: {opts.songs} songs of {instrument_names(sorted(want))}")
-        played = [_played(s) for s in _songs(ckpt, opts, None, programs=want, salt=300 + i)]
+        songs = _songs(ckpt, opts, None, programs=want, salt=300 + i)
+        played = [_played(s) for s in songs]
         rows.append(
             {
                 "instruments": sorted(want),
                 "songs": len(played),
                 "only_these": sum(p <= want for p in played),
                 "exact": sum(p == want for p in played),
+                "bar_share": float(np.mean([bar_share(s, want) for s in songs])) if songs else math.nan,
             }
         )
     n = sum(r["songs"] for r in rows)
@@ -181,6 +204,7 @@ def instrument_control(
         "rows": rows,
         "only_these": sum(r["only_these"] for r in rows) / n if n else math.nan,
         "exact": sum(r["exact"] for r in rows) / n if n else math.nan,
+        "bar_share": sum(r["bar_share"] * r["songs"] for r in rows) / n if n else math.nan,
     }
 
 
@@ -351,7 +375,8 @@ def controls_table(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "instruments",
-                f"{ins['only_these']:.0%} only the asked ones, {ins['exact']:.0%} all of them",
+                f"{ins['only_these']:.0%} only the asked ones, {ins['exact']:.0%} all of them; each "
+                f"plays in {ins.get('bar_share', math.nan):.0%} of the bars",
                 "100%",
             )
         )

@@ -393,11 +393,30 @@ def test_controls_are_measured_for_every_condition(conditioned_run: Path, labell
         ckpt.tokenizer.conditions.get("density").values
     )  # type: ignore[union-attr]
     assert result["instruments"]["only_these"] == 1.0  # the grammar admits no other instrument
+    assert result["instruments"]["exact"] == 1.0  # ... and each asked one plays
+    assert 0.0 < result["instruments"]["bar_share"] <= 1.0
     (label,) = result["labels"]
     assert label["label"] == "folder" and {r["value"] for r in label["rows"]} == {"calm", "lively"}
     assert label["pairs"] == len(Corpus.open(labelled).pieces("val"))  # each piece against the other label
     names = [row[0] for row in controls_table(result)]
     assert names[:2] == ["key", "density"] and "instruments" in names and "label folder" in names
+
+
+def test_bar_share_counts_the_bars_each_instrument_plays_in() -> None:
+    from composer.controls import bar_share
+    from composer.midi import Instrument, Note, Score, TimeSignature
+
+    bar = 4 * 480
+    piano = Instrument(0, False, "Piano", [Note(60, 80, k * bar, k * bar + 240) for k in range(4)])
+    bass = Instrument(33, False, "Bass", [Note(40, 80, 0, 240), Note(40, 80, 3 * bar + 10, 3 * bar + 99)])
+    drums = Instrument(0, True, "Drums", [Note(36, 80, bar, bar + 10)])
+    score = Score(480, [piano, bass, drums], [], [TimeSignature(0, 4, 4)])
+    assert bar_share(score, {0}) == 1.0
+    assert bar_share(score, {33}) == 0.5
+    assert bar_share(score, {0, 33, 128}) == pytest.approx((1 + 0.5 + 0.25) / 3)
+    assert bar_share(score, {40}) == 0.0  # an instrument the song does not have plays in no bar
+    waltz = Score(480, [piano], [], [TimeSignature(0, 3, 4)])  # 3/4: onsets in bars 0, 1, 2 and 4 of 5
+    assert bar_share(waltz, {0}) == pytest.approx(4 / 5)
 
 
 def test_train_refuses_bad_conditions_in_one_line(labelled: Path, tmp_path: Path) -> None:
