@@ -155,6 +155,14 @@ def estimate_key(score: Score) -> Key | None:
     return key_from_profile(pitch_class_profile(score))
 
 
+def key_shift(found: Key | None, wanted: Key) -> int | None:
+    """The transposition (semitones in -6..5) that moves a piece in key ``found`` to ``wanted``; None
+    where no transposition can (no key, or the other mode)."""
+    if found is None or found.mode != wanted.mode:
+        return None
+    return (wanted.tonic - found.tonic + 6) % 12 - 6
+
+
 def note_density(score: Score) -> float:
     """Notes per quarter note, drum hits included, over the piece from its start (tick 0) to its last
     note-off, counted as at least one quarter note long; 0 for a score without notes."""

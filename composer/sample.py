@@ -43,6 +43,7 @@ from composer.model import LSTMModel, State, expand_state
 from composer.songs import GeneratedSong, check_primer_programs, encode_primer, songs_from_sample
 
 if TYPE_CHECKING:  # pragma: no cover
+    from composer.attributes import Key
     from composer.checkpoint import Checkpoint
     from composer.tokenizer import Grammar, GrammarState, TempoSteering, Tokenizer
 
@@ -594,25 +595,107 @@ def generate(
     if primer is not None:
         primer_ids, primer_notes, primer_density = _read_primer(Path(primer), tok, programs, notices)
         density = density or primer_density
-    raw = sample_ids(
-        ckpt.model,
-        tok,
-        n,
-        length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        generator=torch.Generator(device="cpu").manual_seed(int(seed)),
-        primer_ids=primer_ids,
-        tempo=None if bpm is None else tok.tempo_steering(bpm),
-        device=dev,
-        progress=progress,
-        cache=cache_config,
-        conditions=conditions,
-        programs=None if instruments is None else set(instruments),
-    )
-    return songs_from_sample(
+
+    def sample(rows: int, attempt: int) -> SampleOutput:
+        return sample_ids(
+            ckpt.model,
+            tok,
+            rows,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=torch.Generator(device="cpu").manual_seed(int(seed) + KEY_SEED_STRIDE * attempt),
+            primer_ids=primer_ids,
+            tempo=None if bpm is None else tok.tempo_steering(bpm),
+            device=dev,
+            progress=progress,
+            cache=cache_config,
+            conditions=conditions,
+            programs=None if instruments is None else set(instruments),
+        )
+
+    raw = sample(n, 0)
+    key_notes: list[str | None] = [None] * n
+    wanted = (conditions or {}).get("key")
+    if wanted is not None and primer_ids is None:  # a primer's key is the user's: it is not moved
+        from composer.attributes import parse_key
+
+        raw, key_notes = into_key(raw, tok, parse_key(wanted), sample)
+    songs = songs_from_sample(
         raw, tok, bpm=bpm, density=density, min_seconds=length.seconds or 0.0, primer_notes=primer_notes
+    )
+    for song, note in zip(songs, key_notes):
+        if note is not None:
+            song.warnings.append(note)
+    return songs
+
+
+#: Samplings ``generate --key`` tries for a song whose estimated mode is not the asked one.
+KEY_TRIES = 4
+KEY_SEED_STRIDE = 1_000_003  # attempt k of ``generate`` samples with seed + k * this
+
+
+def into_key(
+    raw: SampleOutput, tok: Tokenizer, key: Key, resample: Callable[[int, int], SampleOutput]
+) -> tuple[SampleOutput, list[str | None]]:
+    """``raw``'s songs moved into ``key``: each song whose estimated key (``composer.attributes``) has
+    the asked mode is transposed to the asked tonic (by at most a tritone, an octave the other way where
+    a note would leave the range); the others are sampled again, ``resample(rows, attempt)``, up to
+    ``KEY_TRIES`` samplings in all. A song no attempt brought into the mode stays as first sampled, with
+    a note saying so (per song; None for the others).
+
+    The key condition steers the model towards the key; this makes the tonic exact and the mode a
+    matter of a few tries (README: Steering)."""
+    from composer.attributes import estimate_key, key_shift
+
+    n = len(raw.ids)
+    taken: list[tuple[SampleOutput, int, np.ndarray] | None] = [None] * n
+    found: list[Key | None] = [None] * n
+    pending = list(range(n))
+    attempt = raw
+    for k in range(KEY_TRIES):
+        if k:
+            attempt = resample(len(pending), k)
+        still = []
+        for j, row in enumerate(pending):
+            ids = attempt.ids[j]
+            est = estimate_key(tok.decode(ids))
+            if k == 0:
+                found[row] = est
+            shift = key_shift(est, key)
+            moved = None
+            if shift is not None:
+                for s in sorted({shift, shift - 12, shift + 12}, key=abs):
+                    if -12 < s < 12 and (moved := tok.transposed(ids, s)) is not None:
+                        break
+            if moved is None:
+                still.append(row)
+            else:
+                taken[row] = (attempt, j, moved.astype(ids.dtype))
+        pending = still
+        if not pending:
+            break
+    notes: list[str | None] = [None] * n
+    for row in pending:
+        taken[row] = (raw, row, raw.ids[row])
+        got = found[row].name if found[row] is not None else "no key"
+        notes[row] = f"in {got}, not the asked {key.name}: {KEY_TRIES} samplings found none in {key.mode}"
+    rows = [t for t in taken if t is not None]
+    return (
+        SampleOutput(
+            ids=[ids for _, _, ids in rows],
+            primer_tokens=raw.primer_tokens,
+            hit_cap=np.array([o.hit_cap[j] for o, j, _ in rows], dtype=bool),
+            forced=np.array([o.forced[j] for o, j, _ in rows], dtype=bool),
+            steps=max(o.steps for o, _, _ in rows),
+            bars=np.array([o.bars[j] for o, j, _ in rows], dtype=np.int64),
+            seconds=np.array([o.seconds[j] for o, j, _ in rows], dtype=np.float64),
+            token_cap=raw.token_cap,
+            close_budget=raw.close_budget,
+            cache=raw.cache,
+        ),
+        notes,
     )
 
 

@@ -447,3 +447,97 @@ def test_at_most_eight_conditions(tmp_path: Path) -> None:
     assert any("is not a condition: at most 8" in m for m in said)
     with pytest.raises(ConfigError, match="at most 8 conditions"):
         from_corpus(Corpus.open(out), "key,density,tempo,labels")
+
+
+# ------------------------------------------------------------------------------------------ exact key
+
+
+def test_key_shift_moves_by_at_most_a_tritone_within_the_mode() -> None:
+    from composer.attributes import Key, key_shift
+
+    assert key_shift(Key(0, "major"), Key(2, "major")) == 2
+    assert key_shift(Key(9, "minor"), Key(2, "minor")) == 5  # A minor -> D minor: up a fourth
+    assert key_shift(Key(2, "minor"), Key(9, "minor")) == -5
+    assert key_shift(Key(0, "major"), Key(6, "major")) == -6
+    assert key_shift(Key(0, "major"), Key(0, "minor")) is None  # a transposition keeps the mode
+    assert key_shift(None, Key(0, "major")) is None
+    assert all(-6 <= key_shift(Key(a, "major"), Key(b, "major")) <= 5 for a in range(12) for b in range(12))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_transposed_ids_move_the_pitched_notes_only(encoding: str) -> None:
+    from composer.midi import Instrument, Note
+    from tests.test_attributes import cadence_score
+
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding), _set())
+    score = cadence_score(0, "major")
+    score.instruments.append(Instrument(0, True, "Drums", [Note(36, 90, 0, 60), Note(42, 90, 480, 540)]))
+    ids = tok.condition(tok.encode(score)[0], {"key": "C major"})
+    up = tok.transposed(ids, 3)
+    assert up is not None and np.array_equal(up[:4], ids[:4])  # BOS and the condition tokens stay
+    back = tok.decode(up)
+    pitched = sorted(n.pitch for i in back.instruments if not i.is_drum for n in i.notes)
+    assert pitched == sorted(n.pitch + 3 for n in score.instruments[0].notes)
+    drums = sorted(n.pitch for i in back.instruments if i.is_drum for n in i.notes)
+    assert drums == [36, 42]
+    assert np.array_equal(tok.encode(back)[0], tok.strip_conditions(up))  # still in the encoder's order
+    assert np.array_equal(tok.transposed(ids, 0), ids)
+    assert tok.transposed(ids, 200) is None  # every note would leave the range
+
+
+def _raw_of(tok, scores):  # type: ignore[no-untyped-def]
+    from composer.sample import SampleOutput
+
+    n = len(scores)
+    return SampleOutput(
+        ids=[tok.encode(s)[0].astype(np.uint16) for s in scores],
+        primer_tokens=1,
+        hit_cap=np.zeros(n, dtype=bool),
+        forced=np.zeros(n, dtype=bool),
+        steps=10,
+        bars=np.full(n, 4),
+        seconds=np.full(n, 8.0),
+        token_cap=1000,
+        close_budget=100,
+    )
+
+
+def test_into_key_transposes_songs_in_the_mode_and_resamples_the_others() -> None:
+    from composer.attributes import estimate_key
+    from composer.sample import KEY_TRIES, into_key
+    from tests.test_attributes import cadence_score
+
+    tok = tokenizer_from_config(TokenizerConfig(encoding="beat"))
+    first = _raw_of(tok, [cadence_score(0, "major"), cadence_score(9, "minor"), cadence_score(7, "major")])
+    calls: list[tuple[int, int]] = []
+
+    def resample(rows: int, attempt: int):  # type: ignore[no-untyped-def]
+        calls.append((rows, attempt))
+        return _raw_of(tok, [cadence_score(5, "major")] * rows)  # F major: movable to D major
+
+    out, notes = into_key(first, tok, parse_key("D major"), resample)
+    assert [str(estimate_key(tok.decode(ids))) for ids in out.ids] == ["D major"] * 3
+    assert calls == [(1, 1)]  # only the A minor song was sampled again, once
+    assert notes == [None, None, None]
+    # transposed, not replaced: the first song is the C major cadence two semitones up
+    assert [n.pitch for n in tok.decode(out.ids[0]).instruments[0].notes][:4] == [50, 54, 57, 62]
+
+    calls.clear()
+    never = lambda rows, attempt: _raw_of(tok, [cadence_score(4, "minor")] * rows)  # noqa: E731
+    out, notes = into_key(first, tok, parse_key("D major"), never)
+    assert notes[1] == f"in A minor, not the asked D major: {KEY_TRIES} samplings found none in major"
+    assert np.array_equal(out.ids[1], first.ids[1])  # kept as first sampled
+    assert notes[0] is None and notes[2] is None
+
+
+def test_generate_key_writes_songs_in_the_asked_key(conditioned_run: Path, tmp_path: Path) -> None:
+    from composer.attributes import estimate_key
+
+    out = tmp_path / "keyed"
+    args = ["generate", str(conditioned_run), "-o", str(out), "-n", "3", "--bars", "4", "--seed", "2"]
+    r = CliRunner().invoke(main, [*args, "--key", "E major"])
+    assert r.exit_code == 0, r.output
+    for k in range(1, 4):
+        key = estimate_key(read_midi(out / f"song_{k:03d}.mid"))
+        # in the asked key, or (a tiny model) said so in one line per song
+        assert str(key) == "E major" or f"song_{k:03d}.mid: in " in r.output

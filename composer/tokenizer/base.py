@@ -256,19 +256,37 @@ class Tokenizer(ABC):
     def _identity(self) -> np.ndarray:
         return np.arange(self.vocab.size, dtype=np.int64)
 
-    def transpose_lut(self, semitones: int) -> np.ndarray:
-        """Id -> id with pitch tokens moved by ``semitones`` (pitches leaving the range stay put)."""
+    def _pitch_lut(self, semitones: int) -> np.ndarray:
+        """Id -> id with the pitch tokens moved by ``semitones`` (pitches leaving the range stay put)."""
         lut = self._identity()
         for kind in self.pitch_kinds:
-            r = self.vocab.range(kind)
-            o = self.vocab.offset(kind)
+            r, o = self.vocab.range(kind), self.vocab.offset(kind)
             values = np.arange(r.min, r.max + 1)
             moved = values + semitones
             ok = (moved >= r.min) & (moved <= r.max)
             lut[o + (values - r.min)[ok]] = o + (moved - r.min)[ok]
+        return lut
+
+    def transpose_lut(self, semitones: int) -> np.ndarray:
+        """Id -> id with pitch tokens moved by ``semitones`` (pitches leaving the range stay put)."""
+        lut = self._pitch_lut(semitones)
         if self.conditions is not None:
             lut = self.conditions.transpose_lut(self.vocab, lut, semitones)
         return lut
+
+    def transposed(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
+        """``ids`` with every pitched note moved by ``semitones``, drums and condition tokens unmoved: the
+        same music in another key, still in the encoder's order. None where a note would leave the
+        encoding's pitch range."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lut = self._pitch_lut(semitones)
+        pitched = (
+            ~self.drum_context(ids) & self.vocab.mask(*self.pitch_kinds)[np.clip(ids, 0, self.vocab.size - 1)]
+        )
+        moved = np.where(pitched, lut[np.clip(ids, 0, self.vocab.size - 1)], ids)
+        if semitones and np.any(moved[pitched] == ids[pitched]):
+            return None  # a pitch the range could not take stayed put
+        return moved
 
     def velocity_lut(self, delta_bins: int) -> np.ndarray:
         lut = self._identity()
