@@ -388,7 +388,8 @@ def test_controls_are_measured_for_every_condition(conditioned_run: Path, labell
     assert keys is not None
     assert {r["key"] for r in result["key"]["rows"]} <= set(keys.values)
     assert all(r["songs"] == 2 for r in result["key"]["rows"])
-    assert 0.0 <= result["key"]["accuracy"] <= 1.0
+    assert 0.0 <= result["key"]["accuracy"] <= result["key"]["mode_accuracy"] <= 1.0
+    assert result["key"]["generated_accuracy"] >= result["key"]["accuracy"]
     assert [r["level"] for r in result["density"]["rows"]] == list(
         ckpt.tokenizer.conditions.get("density").values
     )  # type: ignore[union-attr]
