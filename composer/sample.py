@@ -632,7 +632,7 @@ def generate(
 
 
 #: Samplings ``generate --key`` tries for a song whose estimated mode is not the asked one.
-KEY_TRIES = 4
+KEY_TRIES = 8
 KEY_SEED_STRIDE = 1_000_003  # attempt k of ``generate`` samples with seed + k * this
 
 
