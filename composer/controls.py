@@ -146,12 +146,11 @@ def key_control(ckpt: Checkpoint, corpus: Corpus | None, opts: ControlOptions, l
         mode = sum(k is not None and k.mode == parse_key(key).mode for k in got)
         chance = sum(k is not None and k.name == key for k in free)
         # what ``generate --key`` writes: transposed into the key, resampled where the mode is off
-        fitted, _ = into_key(
-            raw,
-            tok,
-            parse_key(key),
-            lambda n, k, i=i, want=want: _sample(ckpt, opts, want, salt=100 + i + 1000 * k, n=n),
-        )
+
+        def again(rows: int, attempt: int, salt: int = 100 + i, want: dict[str, str] = want) -> SampleOutput:
+            return _sample(ckpt, opts, want, salt=salt + 1000 * attempt, n=rows)
+
+        fitted, _ = into_key(raw, tok, parse_key(key), again)
         final = sum(str(estimate_key(tok.decode(ids))) == key for ids in fitted.ids)
         rows.append(
             {

@@ -147,6 +147,10 @@ class LSTMModel(nn.Module):
             self.head = nn.Linear(config.hidden_size, config.vocab_size)
         slots = config.condition_slots
         self.cond_embed: nn.Embedding | None = None
+        # (K,) each: the slots' first ids, sizes and first rows in cond_embed (buffers: they follow .to())
+        self.slot_first: torch.Tensor
+        self.slot_size: torch.Tensor
+        self.slot_offset: torch.Tensor
         if slots:
             # Row 0 (no condition read yet) is zero; slot j's value v (1-based) is row offsets[j] + v.
             self.cond_embed = nn.Embedding(1 + sum(n for _, n in slots), config.embed_dim, padding_idx=0)

@@ -679,7 +679,8 @@ def into_key(
     notes: list[str | None] = [None] * n
     for row in pending:
         taken[row] = (raw, row, raw.ids[row])
-        got = found[row].name if found[row] is not None else "no key"
+        est = found[row]
+        got = est.name if est is not None else "no key"
         notes[row] = f"in {got}, not the asked {key.name}: {KEY_TRIES} samplings found none in {key.mode}"
     rows = [t for t in taken if t is not None]
     return (
