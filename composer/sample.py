@@ -30,13 +30,22 @@ import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from composer.attributes import (
+    LEVELS,
+    estimate_key,
+    key_shift,
+    level_of,
+    median_tempo,
+    note_density,
+    parse_key,
+)
 from composer.cache import CacheBank, CacheConfig
 from composer.errors import ConfigError
 from composer.model import LSTMModel, State, expand_state
@@ -45,6 +54,7 @@ from composer.songs import GeneratedSong, check_primer_programs, encode_primer, 
 if TYPE_CHECKING:  # pragma: no cover
     from composer.attributes import Key
     from composer.checkpoint import Checkpoint
+    from composer.midi import Score
     from composer.tokenizer import Grammar, GrammarState, TempoSteering, Tokenizer
 
 #: The model the quick start trains (``make demo``); ``composer generate`` uses it when given none.
@@ -605,7 +615,7 @@ def generate(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
-            generator=torch.Generator(device="cpu").manual_seed(int(seed) + KEY_SEED_STRIDE * attempt),
+            generator=torch.Generator(device="cpu").manual_seed(int(seed) + FIT_SEED_STRIDE * attempt),
             primer_ids=primer_ids,
             tempo=None if bpm is None else tok.tempo_steering(bpm),
             device=dev,
@@ -616,82 +626,146 @@ def generate(
         )
 
     raw = sample(n, 0)
-    key_notes: list[str | None] = [None] * n
-    wanted = (conditions or {}).get("key")
-    if wanted is not None and primer_ids is None:  # a primer's key is the user's: it is not moved
-        from composer.attributes import parse_key
-
-        raw, key_notes = into_key(raw, tok, parse_key(wanted), sample)
+    notes: list[str | None] = [None] * n
+    asked = asked_of(tok, conditions, fixed_tempo=bpm is not None)
+    if asked and primer_ids is None:  # a primer's music is the user's: it is neither moved nor judged
+        raw, notes = fit_songs(raw, tok, asked, sample)
     songs = songs_from_sample(
         raw, tok, bpm=bpm, density=density, min_seconds=length.seconds or 0.0, primer_notes=primer_notes
     )
-    for song, note in zip(songs, key_notes):
+    for song, note in zip(songs, notes):
         if note is not None:
             song.warnings.append(note)
     return songs
 
 
-#: Samplings ``generate --key`` tries for a song whose estimated mode is not the asked one.
-KEY_TRIES = 8
-KEY_SEED_STRIDE = 1_000_003  # attempt k of ``generate`` samples with seed + k * this
+#: Samplings ``generate`` tries for a song that is not what was asked (``fit_songs``).
+FIT_TRIES = 8
+FIT_SEED_STRIDE = 1_000_003  # attempt k of ``generate`` samples with seed + k * this
+
+#: The levelled attributes ``fit_songs`` measures: name -> (measure of a decoded song, its unit).
+LEVEL_MEASURES: dict[str, tuple[Callable[[Score], float], str]] = {
+    "density": (note_density, "notes per quarter"),
+    "tempo": (median_tempo, "bpm"),
+}
 
 
-def into_key(
-    raw: SampleOutput, tok: Tokenizer, key: Key, resample: Callable[[int, int], SampleOutput]
+@dataclass(frozen=True)
+class Asked:
+    """What ``generate`` checks each song against, beyond steering the model towards it: a key (the mode
+    checked, the tonic made exact by transposition) and levels of measured attributes (name in
+    ``LEVEL_MEASURES`` -> (level, the corpus's tercile bounds))."""
+
+    key: Key | None = None
+    levels: Mapping[str, tuple[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (level, _) in self.levels.items():
+            if name not in LEVEL_MEASURES:
+                raise ConfigError(f"a measured level is one of {', '.join(LEVEL_MEASURES)}, got {name!r}")
+            if level not in LEVELS:
+                raise ConfigError(f"{name} level must be one of {', '.join(LEVELS)}, got {level!r}")
+
+    def __bool__(self) -> bool:
+        return self.key is not None or bool(self.levels)
+
+    def describe(self) -> str:
+        """e.g. ``in minor with density high``"""
+        parts = [] if self.key is None else [f"in {self.key.mode}"]
+        parts += [f"with {name} {level}" for name, (level, _) in self.levels.items()]
+        return " ".join(parts)
+
+
+def asked_of(tok: Tokenizer, conditions: Mapping[str, str] | None, *, fixed_tempo: bool = False) -> Asked:
+    """What ``generate`` checks for the conditions asked: the key, and the density and tempo levels the
+    model knows the corpus bounds of (not the tempo where one is set, ``fixed_tempo``: ``--bpm``)."""
+    conditions = conditions or {}
+    bounds = tok.conditions.bounds if tok.conditions is not None else {}
+    levels = {
+        name: (conditions[name], bounds[name])
+        for name in LEVEL_MEASURES
+        if name in conditions and name in bounds and not (name == "tempo" and fixed_tempo)
+    }
+    key = conditions.get("key")
+    return Asked(key=None if key is None else parse_key(key), levels=levels)
+
+
+def _level_range(level: str, bounds: tuple[float, float]) -> str:
+    lo, hi = bounds
+    return (
+        f"below {lo:g}" if level == LEVELS[0] else f"above {hi:g}" if level == LEVELS[2] else f"{lo:g}-{hi:g}"
+    )
+
+
+def _fit(ids: np.ndarray, tok: Tokenizer, asked: Asked) -> tuple[np.ndarray, list[str]]:
+    """One song made what was asked where a transposition can (the key), and what it still misses."""
+    score = tok.decode(ids)
+    misses = []
+    if asked.key is not None:
+        found = estimate_key(score)
+        shift = key_shift(found, asked.key)
+        moved = None
+        if shift is not None:
+            for s in sorted({shift, shift - 12, shift + 12}, key=abs):
+                if -12 < s < 12 and (moved := tok.transposed(ids, s)) is not None:
+                    break
+        if moved is None:
+            got = found.name if found is not None else "no key"
+            misses.append(f"in {got}, not the asked {asked.key.name}")
+        else:
+            ids = moved.astype(ids.dtype)
+    for name, (level, bounds) in asked.levels.items():
+        measure, unit = LEVEL_MEASURES[name]
+        value = measure(score)
+        if level_of(value, bounds) != level:
+            misses.append(f"{value:g} {unit}, not the asked {name} {level} ({_level_range(level, bounds)})")
+    return ids, misses
+
+
+def fit_songs(
+    raw: SampleOutput, tok: Tokenizer, asked: Asked, resample: Callable[[int, int], SampleOutput]
 ) -> tuple[SampleOutput, list[str | None]]:
-    """``raw``'s songs moved into ``key``: each song whose estimated key (``composer.attributes``) has
-    the asked mode is transposed to the asked tonic (by at most a tritone, an octave the other way where
-    a note would leave the range); the others are sampled again, ``resample(rows, attempt)``, up to
-    ``KEY_TRIES`` samplings in all. A song no attempt brought into the mode stays as first sampled, with
-    a note saying so (per song; None for the others).
+    """``raw``'s songs made what was ``asked``: a song whose estimated key has the asked mode is
+    transposed to the asked tonic (by at most a tritone, an octave the other way where a note would
+    leave the range); a song in the other mode, or whose measured density or tempo is outside the asked
+    level's corpus range, is sampled again, ``resample(rows, attempt)``, up to ``FIT_TRIES`` samplings in
+    all. A song no attempt made all that was asked is the attempt that missed least (the first of equals),
+    with a note saying what it misses (per song; None for the others).
 
-    The key condition steers the model towards the key; this makes the tonic exact and the mode a
+    The conditions steer the model towards what was asked; this makes the tonic exact and the rest a
     matter of a few tries (README: Steering)."""
-    from composer.attributes import estimate_key, key_shift
-
     n = len(raw.ids)
-    taken: list[tuple[SampleOutput, int, np.ndarray] | None] = [None] * n
-    found: list[Key | None] = [None] * n
+    best: list[tuple[list[str], SampleOutput, int, np.ndarray] | None] = [None] * n
     pending = list(range(n))
     attempt = raw
-    for k in range(KEY_TRIES):
+    for k in range(FIT_TRIES):
         if k:
             attempt = resample(len(pending), k)
         still = []
         for j, row in enumerate(pending):
-            ids = attempt.ids[j]
-            est = estimate_key(tok.decode(ids))
-            if k == 0:
-                found[row] = est
-            shift = key_shift(est, key)
-            moved = None
-            if shift is not None:
-                for s in sorted({shift, shift - 12, shift + 12}, key=abs):
-                    if -12 < s < 12 and (moved := tok.transposed(ids, s)) is not None:
-                        break
-            if moved is None:
+            ids, misses = _fit(attempt.ids[j], tok, asked)
+            held = best[row]
+            if held is None or len(misses) < len(held[0]):
+                best[row] = (misses, attempt, j, ids)
+            if misses:
                 still.append(row)
-            else:
-                taken[row] = (attempt, j, moved.astype(ids.dtype))
         pending = still
         if not pending:
             break
-    notes: list[str | None] = [None] * n
-    for row in pending:
-        taken[row] = (raw, row, raw.ids[row])
-        est = found[row]
-        got = est.name if est is not None else "no key"
-        notes[row] = f"in {got}, not the asked {key.name}: {KEY_TRIES} samplings found none in {key.mode}"
-    rows = [t for t in taken if t is not None]
+    rows = [b for b in best if b is not None]
+    notes: list[str | None] = [
+        f"{'; '.join(m)}: {FIT_TRIES} samplings found none {asked.describe()}" if m else None
+        for m, *_ in rows
+    ]
     return (
         SampleOutput(
-            ids=[ids for _, _, ids in rows],
+            ids=[ids for *_, ids in rows],
             primer_tokens=raw.primer_tokens,
-            hit_cap=np.array([o.hit_cap[j] for o, j, _ in rows], dtype=bool),
-            forced=np.array([o.forced[j] for o, j, _ in rows], dtype=bool),
-            steps=max(o.steps for o, _, _ in rows),
-            bars=np.array([o.bars[j] for o, j, _ in rows], dtype=np.int64),
-            seconds=np.array([o.seconds[j] for o, j, _ in rows], dtype=np.float64),
+            hit_cap=np.array([o.hit_cap[j] for _, o, j, _ in rows], dtype=bool),
+            forced=np.array([o.forced[j] for _, o, j, _ in rows], dtype=bool),
+            steps=max(o.steps for _, o, _, _ in rows),
+            bars=np.array([o.bars[j] for _, o, j, _ in rows], dtype=np.int64),
+            seconds=np.array([o.seconds[j] for _, o, j, _ in rows], dtype=np.float64),
             token_cap=raw.token_cap,
             close_budget=raw.close_budget,
             cache=raw.cache,

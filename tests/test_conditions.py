@@ -503,9 +503,9 @@ def _raw_of(tok, scores):  # type: ignore[no-untyped-def]
     )
 
 
-def test_into_key_transposes_songs_in_the_mode_and_resamples_the_others() -> None:
+def test_fit_songs_transposes_songs_in_the_mode_and_resamples_the_others() -> None:
     from composer.attributes import estimate_key
-    from composer.sample import KEY_TRIES, into_key
+    from composer.sample import FIT_TRIES, Asked, fit_songs
     from tests.test_attributes import cadence_score
 
     tok = tokenizer_from_config(TokenizerConfig(encoding="beat"))
@@ -516,7 +516,7 @@ def test_into_key_transposes_songs_in_the_mode_and_resamples_the_others() -> Non
         calls.append((rows, attempt))
         return _raw_of(tok, [cadence_score(5, "major")] * rows)  # F major: movable to D major
 
-    out, notes = into_key(first, tok, parse_key("D major"), resample)
+    out, notes = fit_songs(first, tok, Asked(key=parse_key("D major")), resample)
     assert [str(estimate_key(tok.decode(ids))) for ids in out.ids] == ["D major"] * 3
     assert calls == [(1, 1)]  # only the A minor song was sampled again, once
     assert notes == [None, None, None]
@@ -525,10 +525,73 @@ def test_into_key_transposes_songs_in_the_mode_and_resamples_the_others() -> Non
 
     calls.clear()
     never = lambda rows, attempt: _raw_of(tok, [cadence_score(4, "minor")] * rows)  # noqa: E731
-    out, notes = into_key(first, tok, parse_key("D major"), never)
-    assert notes[1] == f"in A minor, not the asked D major: {KEY_TRIES} samplings found none in major"
+    out, notes = fit_songs(first, tok, Asked(key=parse_key("D major")), never)
+    assert notes[1] == f"in A minor, not the asked D major: {FIT_TRIES} samplings found none in major"
     assert np.array_equal(out.ids[1], first.ids[1])  # kept as first sampled
     assert notes[0] is None and notes[2] is None
+
+
+def _chords(tonic: int, quarters_each: int):  # type: ignore[no-untyped-def]
+    """The major cadence, each chord ``quarters_each`` quarters long (4 / quarters_each notes per quarter)."""
+    from composer.midi import Note
+    from tests.midi_factory import TPQ
+    from tests.test_attributes import score_of
+
+    chords = [(0, 4, 7, 12), (5, 9, 12, 17), (7, 11, 14, 19), (0, 4, 7, 12)]
+    step = quarters_each * TPQ
+    return score_of(
+        [Note(48 + tonic + p, 80, i * step, (i + 1) * step) for i, c in enumerate(chords) for p in c]
+    )
+
+
+def test_fit_songs_resamples_songs_outside_the_asked_density_level() -> None:
+    from composer.attributes import note_density
+    from composer.sample import FIT_TRIES, Asked, fit_songs
+
+    tok = tokenizer_from_config(TokenizerConfig(encoding="beat"))
+    first = _raw_of(tok, [_chords(0, 1), _chords(0, 4), _chords(2, 1)])  # 4, 1 and 4 notes per quarter
+    assert [note_density(tok.decode(ids)) for ids in first.ids] == [4.0, 1.0, 4.0]
+    calls: list[tuple[int, int]] = []
+
+    def resample(rows: int, attempt: int):  # type: ignore[no-untyped-def]
+        calls.append((rows, attempt))
+        return _raw_of(tok, [_chords(0, 2 if attempt < 3 else 1)] * rows)  # 2 (mid) twice, then 4 (high)
+
+    high = Asked(levels={"density": ("high", (1.5, 2.5))})
+    out, notes = fit_songs(first, tok, high, resample)
+    assert [note_density(tok.decode(ids)) for ids in out.ids] == [4.0, 4.0, 4.0]
+    assert calls == [(1, 1), (1, 2), (1, 3)] and notes == [None, None, None]
+    assert np.array_equal(out.ids[0], first.ids[0]) and np.array_equal(out.ids[2], first.ids[2])
+
+    # key and density together: a song that misses both keeps the attempt that misses least
+    both = Asked(key=parse_key("D major"), levels={"density": ("low", (1.5, 2.5))})
+    mid_in_c = lambda rows, attempt: _raw_of(tok, [_chords(0, 2)] * rows)  # noqa: E731  (key fits, density not)
+    out, notes = fit_songs(_raw_of(tok, [cadence_minor_dense()]), tok, both, mid_in_c)
+    assert note_density(tok.decode(out.ids[0])) == 2.0  # the resampled one: only its density misses
+    assert notes == [
+        f"2 notes per quarter, not the asked density low (below 1.5): {FIT_TRIES} samplings found none in "
+        "major with density low"
+    ]
+
+
+def cadence_minor_dense():  # type: ignore[no-untyped-def]
+    """A minor cadence at 4 notes per quarter: the wrong mode and the wrong density for D major, low."""
+    from composer.midi import Note
+    from tests.midi_factory import TPQ
+    from tests.test_attributes import score_of
+
+    chords = [(0, 3, 7, 12), (5, 8, 12, 17), (7, 11, 14, 19), (0, 3, 7, 12)]
+    return score_of([Note(57 + p, 80, i * TPQ, (i + 1) * TPQ) for i, c in enumerate(chords) for p in c])
+
+
+def test_asked_of_takes_the_levels_the_model_has_bounds_for() -> None:
+    from composer.sample import Asked
+
+    with pytest.raises(ConfigError, match="density level must be one of low, mid, high, got 'loud'"):
+        Asked(levels={"density": ("loud", (1.0, 2.0))})
+    with pytest.raises(ConfigError, match="a measured level is one of density, tempo, got 'key'"):
+        Asked(levels={"key": ("low", (1.0, 2.0))})
+    assert not Asked() and Asked(levels={"tempo": ("low", (90.0, 120.0))})
 
 
 def test_generate_key_writes_songs_in_the_asked_key(conditioned_run: Path, tmp_path: Path) -> None:
@@ -542,3 +605,21 @@ def test_generate_key_writes_songs_in_the_asked_key(conditioned_run: Path, tmp_p
         key = estimate_key(read_midi(out / f"song_{k:03d}.mid"))
         # in the asked key, or (a tiny model) said so in one line per song
         assert str(key) == "E major" or f"song_{k:03d}.mid: in " in r.output
+
+
+def test_generate_density_writes_songs_in_the_asked_level(conditioned_run: Path, tmp_path: Path) -> None:
+    from composer.attributes import level_of, note_density
+    from composer.checkpoint import load_checkpoint
+
+    bounds = load_checkpoint(conditioned_run).tokenizer.conditions.bounds["density"]  # type: ignore[union-attr]
+    out = tmp_path / "dense"
+    args = ["generate", str(conditioned_run), "-o", str(out), "-n", "3", "--bars", "4", "--seed", "2"]
+    r = CliRunner().invoke(main, [*args, "--density", "high"])
+    assert r.exit_code == 0, r.output
+    for k in range(1, 4):
+        density = note_density(read_midi(out / f"song_{k:03d}.mid"))
+        # in the level's corpus range, or (a tiny model) said so in one line per song
+        assert (
+            level_of(density, bounds) == "high"
+            or f"song_{k:03d}.mid: {density:g} notes per quarter" in r.output
+        )
