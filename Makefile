@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bach,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bach,dev,live]'
 	touch $@
 
 # The main job on the built-in corpus. Each step reuses what is there: the corpus is rebuilt only

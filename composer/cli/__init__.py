@@ -2,8 +2,8 @@
 
 Every domain failure (ComposerError) becomes one line on stderr and exit status 1; ``--debug`` shows the
 traceback instead. Each command group lives in a module of its own (``data``, ``train``, ``generate``,
-``render``, ``evaluate``), imported only when one of its commands runs or is listed, so the data commands
-never wait for torch to load.
+``render``, ``live``, ``evaluate``), imported only when one of its commands runs or is listed, so the data
+commands never wait for torch to load.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ COMMANDS = {
     "fit-cache": "composer.cli.train:fit_cache_command",
     "generate": "composer.cli.generate:generate_command",
     "info": "composer.cli.train:info_command",
+    "play": "composer.cli.live:play_command",
+    "ports": "composer.cli.live:ports_command",
     "render": "composer.cli.render:render_command",
     "train": "composer.cli.train:train_command",
 }

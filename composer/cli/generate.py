@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from composer import __version__
 from composer.cli.base import echo_err, progress_bar
+from composer.cli.live import port_options
 from composer.cli.options import device_option, force_option, out_folder_option
 from composer.errors import ComposerError
 
@@ -78,6 +80,13 @@ if TYPE_CHECKING:  # pragma: no cover
     help="Also write song_NNN.png per song: its piano roll and, beside it, its bar self-similarity matrix "
     "(bar against bar; a returning section shows as a stripe parallel to the diagonal).",
 )
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Play the songs to a MIDI port as they are sampled, each sampled while the one before plays "
+    "(files are written as usual; each sidecar's seed makes its song again with -n 1).",
+)
+@port_options
 @force_option(help="Overwrite songs already in OUT.")
 def generate_command(  # one parameter per option, as click passes them
     checkpoint: Path | None,
@@ -100,6 +109,9 @@ def generate_command(  # one parameter per option, as click passes them
     instruments: str | None,
     device: str,
     plot: bool,
+    live: bool,
+    port: str | None,
+    virtual: bool,
     force: bool,
 ) -> None:
     """Write N new songs from a trained CHECKPOINT (a run folder or checkpoint; default checkpoints/bach).
@@ -118,6 +130,8 @@ def generate_command(  # one parameter per option, as click passes them
     Example: composer generate checkpoints/bach -o songs/ -n 4 --bars 16 --seed 1 --plot
 
     Example: composer generate checkpoints/bach -o minor/ --key "D minor" --density high
+
+    Example: composer generate -o live/ -n 8 --live --virtual   (record the 'composer' port in a DAW)
     """
     import secrets
 
@@ -127,6 +141,8 @@ def generate_command(  # one parameter per option, as click passes them
     from composer.sample import Length, check_bpm, check_sampling_options, generate
     from composer.songs import prepare_out_dir, save_songs
 
+    if (port is not None or virtual) and not live:
+        raise click.UsageError("--port and --virtual play songs as they are sampled: add --live")
     length = Length(seconds=seconds, bars=bars, tokens=tokens)
     check_sampling_options(temperature, top_k, top_p)
     check_bpm(bpm)
@@ -139,24 +155,6 @@ def generate_command(  # one parameter per option, as click passes them
     )
     if seed is None:
         seed = secrets.randbelow(2**31)
-    with _progress(n, length) as (tick, notices):
-        songs = generate(
-            ckpt,
-            n=n,
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            primer=primer,
-            bpm=bpm,
-            cache=cache,
-            device=device,
-            progress=tick,
-            notices=notices,
-            conditions=conditions,
-            instruments=programs,
-        )
     options = {
         "n": n,
         **length.to_dict(),
@@ -177,9 +175,71 @@ def generate_command(  # one parameter per option, as click passes them
         "options": options,
         "composer_version": __version__,
     }
+    make = functools.partial(
+        generate,
+        ckpt,
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        primer=primer,
+        bpm=bpm,
+        cache=cache,
+        device=device,
+        conditions=conditions,
+        instruments=programs,
+    )
+    if live:
+        _generate_live(make, out_dir, n, seed, meta, plot=plot, force=force, port=port, virtual=virtual)
+        return
+    with _progress(n, length) as (tick, notices):
+        songs = make(n=n, seed=seed, progress=tick, notices=notices)
     paths = save_songs(songs, out_dir, force=force, plot=plot, meta=meta)
     _echo_songs(songs, paths)
     click.echo(f"seed {seed}; {len(paths)} song(s) in {out_dir}")
+
+
+def _generate_live(
+    make: Callable[..., list[GeneratedSong]],
+    out_dir: Path,
+    n: int,
+    seed: int,
+    meta: dict[str, Any],
+    *,
+    plot: bool,
+    force: bool,
+    port: str | None,
+    virtual: bool,
+) -> None:
+    """Song i is sampled alone with seed + i - 1 (its sidecar says so) while song i - 1 plays."""
+    from composer.live import open_output, stream
+    from composer.songs import prepare_out_dir, save_songs
+
+    def songs() -> Iterator[Path]:
+        prepare_out_dir(out_dir, n=n, plot=plot, force=force)  # checked for all n before the first
+        for i in range(1, n + 1):
+            notices: list[str] = []
+            (song,) = make(n=1, seed=seed + i - 1, notices=notices)
+            song.index = i
+            (path,) = save_songs([song], out_dir, force=True, plot=plot, meta={**meta, "seed": seed + i - 1})
+            for msg in notices:
+                echo_err(f"note: {msg}")
+            _echo_songs([song], [path])
+            yield path
+
+    with open_output(port, virtual=virtual) as (out, name):
+        echo_err(f"sampling song 1 of {n}; songs play on {name} as they come; Ctrl-C stops")
+
+        def on_song(path: Path, events: list[Any]) -> None:
+            secs = events[-1].time if events else 0.0
+            echo_err(f"playing {path.name} ({secs:.1f} s)")
+
+        reports = stream(songs(), out, on_song=on_song)
+    late = max((r.late_max for r in reports), default=0.0)
+    click.echo(
+        f"seed {seed}; {len(reports)} song(s) played and written to {out_dir}; latest message "
+        f"{1e3 * late:.1f} ms late"
+    )
 
 
 def _echo_songs(songs: list[GeneratedSong], paths: list[Path]) -> None:
