@@ -67,7 +67,8 @@ def timeline(path: str | os.PathLike[str]) -> list[Event]:
     except FileNotFoundError:
         raise MidiReadError(f"{p}: no such file") from None
     except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise MidiReadError(f"{p}: not a readable MIDI file ({e})") from None
+        why = str(e) or ("it ends too soon" if isinstance(e, EOFError) else type(e).__name__)
+        raise MidiReadError(f"{p}: not a readable MIDI file ({why})") from None
     if mid.type == 2:
         raise MidiReadError(f"{p}: a type 2 MIDI file (independent sequences) cannot be played as one piece")
     events, now = [], 0.0
