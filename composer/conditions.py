@@ -342,10 +342,10 @@ def _slug(name: str) -> str:
     return re.sub(r"[\s_()]+", "-", name.strip().lower()).strip("-")
 
 
-def parse_instruments(text: str) -> tuple[int, ...]:
+def parse_instruments(text: str, option: str = "--instruments") -> tuple[int, ...]:
     """``piano,bass,drums`` (short names, General MIDI names such as ``Acoustic Grand Piano``, or
     program numbers 0-127; ``drums`` is the kit) -> sorted program numbers, drums as 128. ConfigError
-    naming the word otherwise."""
+    naming ``option`` and the word otherwise."""
     import pretty_midi
 
     gm = {_slug(pretty_midi.program_to_instrument_name(p)): p for p in range(128)}
@@ -362,11 +362,11 @@ def parse_instruments(text: str) -> tuple[int, ...]:
             out.add(gm[key])
         else:
             raise ConfigError(
-                f"--instruments: unknown instrument {word!r}; use a program number 0-127, a General MIDI "
+                f"{option}: unknown instrument {word!r}; use a program number 0-127, a General MIDI "
                 f"name, or one of {', '.join(sorted(INSTRUMENT_WORDS))}"
             )
     if not out:
-        raise ConfigError("--instruments needs at least one instrument, e.g. piano,bass,drums")
+        raise ConfigError(f"{option} needs at least one instrument, e.g. piano,bass,drums")
     return tuple(sorted(out))
 
 

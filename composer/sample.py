@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from composer.checkpoint import Checkpoint
     from composer.midi import Score
     from composer.tokenizer import Grammar, GrammarState, TempoSteering, Tokenizer
+    from composer.tokenizer.grammar import Constraint
 
 #: The model the quick start trains (``make demo``); ``composer generate`` uses it when given none.
 DEFAULT_CHECKPOINT = Path("checkpoints/bach")
@@ -104,6 +105,8 @@ class Length:
     seconds: float | None = None
     bars: int | None = None
     tokens: int | None = None
+    #: Tokens a row may sample before it is made to end, where the estimate from the length is not enough.
+    cap: int | None = None
 
     def __post_init__(self) -> None:
         given = [k for k in ("seconds", "bars", "tokens") if getattr(self, k) is not None]
@@ -136,6 +139,8 @@ class Length:
 
     def token_cap(self) -> int:
         """Tokens a row may sample (after the primer) before it is made to end."""
+        if self.cap is not None:
+            return self.cap
         if self.tokens is not None:
             return self.tokens
         est = self.amount * (CAP_TOKENS_PER_SECOND if self.seconds is not None else CAP_TOKENS_PER_BAR)
@@ -304,6 +309,7 @@ def sample_ids(
     cache: CacheConfig | None = None,
     conditions: Mapping[str, str | None] | None = None,
     programs: set[int] | None = None,
+    constraint: Constraint | None = None,
 ) -> SampleOutput:
     """Sample ``n`` token sequences in one batch, carrying the LSTM state token by token.
 
@@ -321,7 +327,7 @@ def sample_ids(
     for; the condition tokens go after BOS (NONE for every condition not given, and for all of them
     without ``conditions``). ``programs``: the only instruments the songs may play (the grammar admits no
     other PROGRAM, and each of them plays: see ``Grammar.limit_programs``; a grammar passed in is limited
-    too).
+    too). ``constraint`` (e.g. the tokenizer's ``keep_parts``): tokens the songs must write, and may not.
     """
     check_sampling_options(temperature, top_k, top_p)
     if n < 1:
@@ -359,7 +365,19 @@ def sample_ids(
                 raise ConfigError(f"the neural cache needs an LSTMModel, not a {type(model).__name__}")
             stepper = CachedStepper(model, cache, n, device)
         raw = _sample_loop(
-            stepper, g, n, length, filt, gen, prefix, n_cond, tempo, device, progress, close_budget
+            stepper,
+            g,
+            n,
+            length,
+            filt,
+            gen,
+            prefix,
+            n_cond,
+            tempo,
+            device,
+            progress,
+            close_budget,
+            constraint,
         )
         raw.cache = cache
         return raw
@@ -438,12 +456,15 @@ def _sample_loop(
     device: torch.device,
     progress: ProgressFn | None,
     close_budget: int,
+    constraint: Constraint | None = None,
 ) -> SampleOutput:
     eos = g.eos_id
     cost = g.close_costs()
     allowed = None if tempo is None else tempo.allowed  # a restriction on top of the grammar's
     push = stepper.push if isinstance(stepper, CachedStepper) else None
     st = g.start(n)
+    if constraint is not None:
+        constraint.start(n)
     with torch.inference_mode():
         last, state = stepper.prime(torch.as_tensor(prefix, dtype=torch.long, device=device), n)
         last = last.cpu()
@@ -454,6 +475,8 @@ def _sample_loop(
         out: list[np.ndarray] = []
         for step in range(ends.cap + 2 * close_budget + 20_000):
             mask = _constrain(st.mask(), ends.ending, eos, allowed)
+            if constraint is not None:
+                mask = constraint.mask(st, mask)
             nxt_np = _draw(filt(torch.where(torch.from_numpy(mask), last, neg_inf)), gen, mask)
             if ends.any_forced:  # past the close budget: the cheapest way out, no sampling
                 choice = np.where(mask, cost, np.inf).argmin(axis=1)
@@ -461,7 +484,9 @@ def _sample_loop(
             out.append(nxt_np)
             if push is not None:
                 push(torch.from_numpy(nxt_np).to(device))
-            g.advance(st, nxt_np, strict=True)
+            if constraint is not None:
+                constraint.advance(st, nxt_np)
+            g.advance(st, nxt_np, strict=constraint is None)  # a constraint's forced tokens are its own
             finished = st.finished
             if finished.all():
                 break

@@ -17,6 +17,7 @@ from composer.cli.base import ComposerGroup
 
 #: Command name -> "module:attribute" of its click command.
 COMMANDS = {
+    "accompany": "composer.cli.accompany:accompany_command",
     "corpus": "composer.cli.data:corpus",
     "decode": "composer.cli.data:decode",
     "encode": "composer.cli.data:encode",

@@ -13,7 +13,14 @@ import click
 from composer import __version__
 from composer.cli.base import echo_err, progress_bar
 from composer.cli.live import port_options
-from composer.cli.options import device_option, force_option, out_folder_option
+from composer.cli.options import (
+    cache_option,
+    device_option,
+    force_option,
+    out_folder_option,
+    plot_option,
+    sampling_options,
+)
 from composer.errors import ComposerError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,12 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 )
 @click.option("--bars", type=int, default=None, help="Length in bars, after the primer (beat encoding).")
 @click.option("--tokens", type=int, default=None, help="Length in tokens, after the primer.")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
-@click.option("--top-k", type=int, default=None, help="Sample only among the k likeliest tokens.")
-@click.option("--top-p", type=float, default=None, help="Sample only from the top-p probability mass (0-1].")
-@click.option(
-    "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed [default: random]."
-)
+@sampling_options
 @click.option(
     "--primer",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -49,12 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     help="One tempo for the songs (20-400). Beat encoding: the model is steered to it and the files "
     "carry exactly it. Performance encoding: notes keep their times, the files' grid gets this tempo.",
 )
-@click.option(
-    "--cache/--no-cache",
-    default=None,
-    help="Mix the model with its neural cache over each song's own past (fitted by 'composer fit-cache'), "
-    "so themes come back [default: on where the checkpoint has one].",
-)
+@cache_option
 @click.option(
     "--label",
     "labels",
@@ -74,12 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
     "program numbers 0-127; the grammar admits no other).",
 )
 @device_option(default="cpu", help="Where the model runs (sampling itself is always on the CPU).")
-@click.option(
-    "--plot",
-    is_flag=True,
-    help="Also write song_NNN.png per song: its piano roll and, beside it, its bar self-similarity matrix "
-    "(bar against bar; a returning section shows as a stripe parallel to the diagonal).",
-)
+@plot_option
 @click.option(
     "--live",
     is_flag=True,
@@ -270,6 +262,8 @@ def _progress(n: int, length: Length) -> Iterator[tuple[Callable[[float, float],
         pb.total = length.amount
 
         def tick(done: float, total: float) -> None:
+            if total != pb.total:  # a length known only once sampling starts (accompany: the song's bars)
+                pb.total = total
             pb.update(done - pb.n)
 
         yield tick, notices

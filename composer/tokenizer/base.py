@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from composer.errors import TokenError
+from composer.errors import ConfigError, TokenError
 from composer.midi import Score
 from composer.tokenizer.config import TokenizerConfig
-from composer.tokenizer.grammar import Grammar
+from composer.tokenizer.grammar import Constraint, Grammar
 from composer.tokenizer.vocab import BOS, EOS, PAD, SPECIAL_RANGES, TokenRange, Vocabulary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,6 +143,14 @@ class Tokenizer(ABC):
     def tempo_steering(self, bpm: float) -> TempoSteering | None:
         """How to steer sampling towards ``bpm``; None where the tokens carry no tempo."""
         return None
+
+    def keep_parts(self, ids: np.ndarray, added: set[int]) -> Constraint:
+        """A sampling constraint that writes the parts encoded as ``ids`` (BOS ... EOS) note for note and
+        lets the model add instruments ``added`` (PROGRAM values) around them; ``bars`` on it says how
+        many bars they span. Raises ConfigError where the encoding cannot."""
+        raise ConfigError(
+            f"keeping parts while others are sampled needs the beat encoding, not {self.encoding}"
+        )
 
     #: The kind whose tokens each start one note (PITCH or NOTE_ON).
     note_kind: str = ""

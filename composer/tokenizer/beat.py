@@ -31,6 +31,7 @@ from composer.tokenizer.base import (
     round_div,
 )
 from composer.tokenizer.beat_grammar import BeatGrammar
+from composer.tokenizer.beat_keep import BeatKeep
 from composer.tokenizer.config import TokenizerConfig
 from composer.tokenizer.vocab import TokenRange
 
@@ -115,6 +116,9 @@ class BeatTokenizer(Tokenizer):
 
     def grammar(self) -> BeatGrammar:
         return BeatGrammar(self.vocab, self.config.beat_resolution, self.bar_steps, self.tempo_values)
+
+    def keep_parts(self, ids: np.ndarray, added: set[int]) -> BeatKeep:
+        return BeatKeep(self.vocab, ids, added)
 
     def retime(self, score: Score, bpm: float) -> Score:
         """The tempo map replaced by ``bpm``; the notes stay on their beats, so the length changes."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -187,3 +187,32 @@ class Grammar(ABC, Generic[R]):
 
     @abstractmethod
     def _step(self, r: R, token: int) -> None: ...
+
+
+class Constraint(ABC):
+    """More rules on top of a grammar for one sampling run: tokens a row must write, tokens it may not.
+
+    ``mask`` narrows (or, for a token the constraint forces, replaces) the grammar's mask of a batch;
+    ``advance`` follows the tokens chosen. Forced tokens are the constraint's: the sampler advances the
+    grammar leniently where one is present (``strict`` False), since a forced note may be one the
+    grammar's sampling limits (unisons, an ending bar) would not start.
+    """
+
+    #: Bars the constraint's music spans (0: it does not say).
+    bars: int = 0
+
+    @abstractmethod
+    def start(self, batch: int) -> None:
+        """Every row at the beginning (right after BOS)."""
+
+    @abstractmethod
+    def mask(self, state: GrammarState[Any], mask: np.ndarray) -> np.ndarray:
+        """``mask`` (batch x vocab, the grammar's and sampling's) with this constraint applied."""
+
+    @abstractmethod
+    def advance(self, state: GrammarState[Any], tokens: np.ndarray) -> None:
+        """Follow the tokens just chosen (before ``state`` itself advances past them)."""
+
+    @abstractmethod
+    def done(self, row: int) -> bool:
+        """Whether row ``row`` has written everything the constraint requires."""
