@@ -8,13 +8,14 @@ leave open, which is what tests the constraint.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from composer.accompany import accompany, kept_notes
+from composer.accompany import accompany, infill, kept_notes
 from composer.cli import main
 from composer.errors import ComposerError, ConfigError, MidiReadError
 from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, read_midi, write_midi
@@ -111,9 +112,9 @@ def test_same_seed_same_songs_and_the_cli_writes_them(ckpt: Path, tmp_path: Path
 
 def one_line(r: Result) -> str:
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.output
-    return lines[0]
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1, r.output
+    return errors[0]
 
 
 def test_bad_inputs_give_one_line(ckpt: Path, tmp_path: Path) -> None:
@@ -168,3 +169,99 @@ def test_a_long_kept_note_is_not_lengthened_and_others_may_not_join_it(ckpt: Pat
         )
         scale = s.score.ticks_per_beat / 480
         assert piano == [(50, 0, round((q + 3) * 480 * scale)), (70, round(480 * scale), round(960 * scale))]
+
+
+# ------------------------------------------------------------------------------------------------ infill
+
+
+def bar_of(score: Score, tick: int) -> int:
+    """1-based bar of a tick in a 4/4 score."""
+    return tick // (4 * score.ticks_per_beat) + 1
+
+
+def notes_by_bar(score: Score, bars: tuple[int, int], programs: set[int] | None, inside: bool) -> Counter:
+    out: Counter = Counter()
+    scale = 480 / score.ticks_per_beat
+    for inst in score.instruments:
+        p = 128 if inst.is_drum else inst.program
+        for n in inst.notes:
+            b = bar_of(score, n.start)
+            in_range = bars[0] <= b <= bars[1] and (programs is None or p in programs)
+            if in_range == inside:
+                out[(p, n.pitch, round(n.start * scale), round(n.end * scale), n.velocity)] += 1
+    return out
+
+
+def two_track_song(bars: int = 8) -> Score:
+    """Piano arpeggios and a bass note per bar, 4/4 at 120."""
+    score = chord_score(bars=bars)
+    bass = Instrument(
+        32, False, "Bass", [Note(36 + b % 5, 90, b * 1920, b * 1920 + 960) for b in range(bars)]
+    )
+    score.instruments.append(bass)
+    return score
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(
+    ("bars", "tracks"), [((3, 4), None), ((1, 2), None), ((7, 8), None), ((3, 5), (32,)), ((2, 2), (0,))]
+)
+def test_infill_keeps_everything_outside_the_range_and_writes_inside(
+    ckpt: Path, tmp_path: Path, bars: tuple[int, int], tracks: tuple[int, ...] | None, seed: int
+) -> None:
+    song = tmp_path / "song.mid"
+    write_midi(two_track_song(), song)
+    tok = tokenizer_from_config(TokenizerConfig(encoding="beat"))
+    alone = tok.decode(tok.encode(read_midi(song))[0])
+    free = None if tracks is None else set(tracks)
+    res = infill(ckpt, song, bars, n=2, tracks=tracks, tries=3, seed=seed)
+    assert len(res.songs) == 2 and [s.index for s in res.songs] == [1, 2]
+    for s in res.songs:
+        assert s.bars == 8
+        assert s.score.tempos == alone.tempos and s.score.time_signatures == alone.time_signatures
+        # outside the range (and, with --tracks, the other instruments inside it too): note for note
+        assert notes_by_bar(s.score, bars, free, inside=False) == notes_by_bar(
+            alone, bars, free, inside=False
+        )
+        # only the song's own instruments
+        assert programs_of(s.score) <= {0, 32}
+        again, _ = tok.encode(s.score)
+        assert np.array_equal(again, s.ids)
+    ends_at_last_bar = bars[1] == 8
+    assert (res.after_nats == []) == ends_at_last_bar
+    if not ends_at_last_bar:
+        assert res.after_nats == sorted(res.after_nats)  # best first
+        assert len(res.candidates_nats) == 6 and min(res.candidates_nats) == res.after_nats[0]
+
+
+def test_infill_writes_new_music_in_the_range(ckpt: Path, tmp_path: Path) -> None:
+    song = tmp_path / "song.mid"
+    write_midi(two_track_song(), song)
+    tok = tokenizer_from_config(TokenizerConfig(encoding="beat"))
+    alone = tok.decode(tok.encode(read_midi(song))[0])
+    res = infill(ckpt, song, (3, 6), n=4, tries=1, seed=0)
+    inside = [notes_by_bar(s.score, (3, 6), None, inside=True) for s in res.songs]
+    assert all(x != notes_by_bar(alone, (3, 6), None, inside=True) for x in inside)
+    assert len({tuple(sorted(x.items())) for x in inside}) > 1  # the songs differ from each other
+
+
+def test_infill_cli_and_errors(ckpt: Path, tmp_path: Path) -> None:
+    song = tmp_path / "song.mid"
+    write_midi(two_track_song(), song)
+    out = tmp_path / "fills"
+    r = run("infill", song, ckpt, "--bars", "3-4", "-o", out, "-n", "2", "--tries", "2", "--seed", "1")
+    assert r.exit_code == 0, r.output
+    assert "fit to the bars after 4:" in r.output and "4 candidates" in r.output
+    side = json.loads((out / "song_001.json").read_text())
+    assert side["options"]["bars"] == [3, 4] and side["after_range_nats_per_token"] > 0
+    o = tmp_path / "o"
+    assert "has 8 bars" in one_line(run("infill", song, ckpt, "--bars", "7-9", "-o", o))
+    assert "not a bar range" in one_line(run("infill", song, ckpt, "--bars", "three", "-o", o))
+    assert "first bar >= 1" in one_line(run("infill", song, ckpt, "--bars", "4-2", "-o", o))
+    assert "does not play drums" in one_line(
+        run("infill", song, ckpt, "--bars", "2", "--tracks", "drums", "-o", o)
+    )
+    assert "--tries" in one_line(run("infill", song, ckpt, "--bars", "2", "--tries", "0", "-o", o))
+    perf = make_checkpoint(tmp_path / "perf", "performance")
+    assert "beat encoding" in one_line(run("infill", song, perf, "--bars", "2", "-o", o))
+    assert not o.exists()

@@ -25,6 +25,7 @@ COMMANDS = {
     "fit-cache": "composer.cli.train:fit_cache_command",
     "generate": "composer.cli.generate:generate_command",
     "info": "composer.cli.train:info_command",
+    "infill": "composer.cli.accompany:infill_command",
     "play": "composer.cli.live:play_command",
     "ports": "composer.cli.live:ports_command",
     "render": "composer.cli.render:render_command",

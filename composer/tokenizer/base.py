@@ -144,10 +144,17 @@ class Tokenizer(ABC):
         """How to steer sampling towards ``bpm``; None where the tokens carry no tempo."""
         return None
 
-    def keep_parts(self, ids: np.ndarray, added: set[int]) -> Constraint:
+    def keep_parts(
+        self,
+        ids: np.ndarray,
+        added: set[int],
+        free_bars: tuple[int, int] | None = None,
+        free_programs: set[int] | None = None,
+    ) -> Constraint:
         """A sampling constraint that writes the parts encoded as ``ids`` (BOS ... EOS) note for note and
-        lets the model add instruments ``added`` (PROGRAM values) around them; ``bars`` on it says how
-        many bars they span. Raises ConfigError where the encoding cannot."""
+        lets the model add instruments ``added`` (PROGRAM values) around them; in ``free_bars`` (first,
+        last; 1-based) the notes of ``free_programs`` (all: None) are the model's instead. ``bars`` on it
+        says how many bars they span. Raises ConfigError where the encoding cannot."""
         raise ConfigError(
             f"keeping parts while others are sampled needs the beat encoding, not {self.encoding}"
         )

@@ -117,8 +117,14 @@ class BeatTokenizer(Tokenizer):
     def grammar(self) -> BeatGrammar:
         return BeatGrammar(self.vocab, self.config.beat_resolution, self.bar_steps, self.tempo_values)
 
-    def keep_parts(self, ids: np.ndarray, added: set[int]) -> BeatKeep:
-        return BeatKeep(self.vocab, ids, added)
+    def keep_parts(
+        self,
+        ids: np.ndarray,
+        added: set[int],
+        free_bars: tuple[int, int] | None = None,
+        free_programs: set[int] | None = None,
+    ) -> BeatKeep:
+        return BeatKeep(self.vocab, ids, added, free_bars, free_programs)
 
     def retime(self, score: Score, bpm: float) -> Score:
         """The tempo map replaced by ``bpm``; the notes stay on their beats, so the length changes."""

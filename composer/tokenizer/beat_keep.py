@@ -65,12 +65,32 @@ def kept_events(vocab: Vocabulary, ids: np.ndarray) -> tuple[list[KeptEvent], in
 class BeatKeep(Constraint):
     """Keep the parts encoded as ``ids`` (BOS ... EOS) and add ``added`` (PROGRAM values)."""
 
-    def __init__(self, vocab: Vocabulary, ids: np.ndarray, added: set[int]) -> None:
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        ids: np.ndarray,
+        added: set[int],
+        free_bars: tuple[int, int] | None = None,
+        free_programs: set[int] | None = None,
+    ) -> None:
         self.vocab = vocab
-        self.events, self.bars = kept_events(vocab, ids)
-        self.kept_programs = {e.program for e in self.events if e.kind == "NOTE"}
+        events, self.bars = kept_events(vocab, ids)
+        self.kept_programs = {e.program for e in events if e.kind == "NOTE"}
         if self.kept_programs & set(added):
             raise ValueError(f"programs both kept and added: {sorted(self.kept_programs & set(added))}")
+        self.added = set(added)
+        self.free_bars = free_bars
+        if free_bars is not None:  # the notes there of the free programs (all: None) are the model's
+            lo, hi = free_bars
+            self.free_programs = set(self.kept_programs if free_programs is None else free_programs)
+            events = [
+                e
+                for e in events
+                if not (e.kind == "NOTE" and lo <= e.bar <= hi and e.program in self.free_programs)
+            ]
+        else:
+            self.free_programs = set()
+        self.events = events
         self.o_prog = vocab.offset("PROGRAM")
         self.p_min = vocab.range("PROGRAM").min
         self.n_prog = vocab.range("PROGRAM").size
@@ -81,11 +101,19 @@ class BeatKeep(Constraint):
         self.eos_id = vocab.encode_event("EOS")
         self.max_dur = vocab.range("DURATION").max
         self.fixed = vocab.mask("TIME_SIGNATURE", "TEMPO")  # only ever forced
-        self.kept_ids = np.zeros(vocab.size, dtype=bool)
-        self.kept_ids[[self.o_prog + p - self.p_min for p in self.kept_programs]] = True
+        self.kept_ids = self._program_ids(self.kept_programs)  # outside the free bars
+        self.kept_ids_free = self._program_ids(self.kept_programs - self.free_programs)  # inside them
         self.note_ids = vocab.mask("VELOCITY", "PITCH", "DURATION")
         self.added_ids = {self.o_prog + p - self.p_min for p in added}
         self.start(1)
+
+    def _program_ids(self, programs: set[int]) -> np.ndarray:
+        m = np.zeros(self.vocab.size, dtype=bool)
+        m[[self.o_prog + p - self.p_min for p in programs]] = True
+        return m
+
+    def _free_bar(self, r: Any) -> bool:
+        return self.free_bars is not None and self.free_bars[0] <= r.bars <= self.free_bars[1]
 
     def start(self, batch: int) -> None:
         self.k = [0] * batch  # the next kept event of each row
@@ -115,11 +143,16 @@ class BeatKeep(Constraint):
                 m[self.queue[i][0]] = True
                 continue
             m[self.fixed] = False
-            m[self.kept_ids] = False
-            if r.prog in self.kept_programs:  # no free notes on a kept instrument, no kept note lengthened
+            free = self._free_bar(r)
+            m[self.kept_ids_free if free else self.kept_ids] = False
+            blocked = r.prog in self.kept_programs and not (free and r.prog in self.free_programs)
+            if blocked:  # no free notes on a kept instrument, no kept note lengthened
                 m[self.note_ids] = False
-            if self.k[i] < len(self.events):
-                self._toward(r, m, self.events[self.k[i]], i)
+            e = self.events[self.k[i]] if self.k[i] < len(self.events) else None
+            if not (self.added or (free and self.free_programs)):
+                self._nothing_to_play(r, m, e)
+            if e is not None:
+                self._toward(r, m, e, i)
             wait = [t for t in self.waiting[i] if m[t]]
             if wait:  # an added instrument that has not played yet may start here: it does
                 entry = self.entry[i]
@@ -128,6 +161,15 @@ class BeatKeep(Constraint):
                 if entry is not None:
                     m[entry[0]] = True
         return mask
+
+    def _nothing_to_play(self, r: Any, m: np.ndarray, e: KeptEvent | None) -> None:
+        """A bar where the model may play nothing: only the next kept event's position, else on to the
+        next bar (an empty one too: the kept music rests there)."""
+        m[self.o_pos : self.o_pos + self.n_pos] = False
+        if e is not None and e.bar == r.bars and e.pos > r.pos:
+            m[self.o_pos + e.pos] = True
+        elif r.last in ("BAR", "TIME_SIGNATURE", "DURATION", "TEMPO") and not r.ending:
+            m[self.bar_id] = True
 
     def _toward(self, r: Any, m: np.ndarray, e: KeptEvent, i: int) -> None:
         """Narrow row ``r``'s mask ``m`` on its way to kept event ``e``; admit ``e`` where it is due."""
@@ -174,3 +216,23 @@ class BeatKeep(Constraint):
                 if not self.queue[i]:
                     self.k[i] += 1
             self.waiting[i].discard(t)
+
+    def _kept_view(self, events: list[KeptEvent], added: set[int]) -> list[tuple[int, ...]]:
+        out: list[tuple[int, ...]] = []
+        lo, hi = self.free_bars if self.free_bars is not None else (0, -1)
+        for e in events:
+            if e.kind == "NOTE" and e.program not in added:
+                if lo <= e.bar <= hi and e.program in self.free_programs:
+                    continue
+                dur = sum(self.vocab.decode_event(t)[1] for t in e.tokens[1:])
+                out.append((e.bar, e.pos, e.program, e.velocity, e.tokens[0], dur))
+            elif e.kind != "NOTE":
+                out.append((e.bar, e.pos, e.tokens[0]))
+        return out
+
+    def kept_in(self, ids: np.ndarray) -> bool:
+        """Whether the sampled ``ids`` hold exactly the kept events (and only the added and free notes
+        besides): the constraint's promise, checked on every song before it is written."""
+        got, bars = kept_events(self.vocab, ids)
+        view = self._kept_view
+        return bars == self.bars and view(got, self.added) == view(self.events, self.added)

@@ -216,3 +216,7 @@ class Constraint(ABC):
     @abstractmethod
     def done(self, row: int) -> bool:
         """Whether row ``row`` has written everything the constraint requires."""
+
+    @abstractmethod
+    def kept_in(self, ids: np.ndarray) -> bool:
+        """Whether a finished sequence holds what the constraint promised (checked before it is used)."""
