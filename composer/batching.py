@@ -2,7 +2,8 @@
 
 How the data flows
 ------------------
-A split's pieces are copied once into ONE token tensor on the device (``TokenStore``). ``batch_size`` rows
+A split's pieces are copied once into ONE token tensor on the device (``TokenStore``), int16 where the
+vocabulary fits (it always does in practice; int32 otherwise), widened to int64 per batch. ``batch_size`` rows
 each stream through a piece, ``window`` tokens at a time (``PieceStream``): the LSTM state a row ends one
 window with is carried (detached) by the training loop into its next window, so the model learns
 dependencies far longer than a window. When a row's piece ends it takes the next piece of a shuffled
@@ -59,13 +60,16 @@ class TokenStore:
         drums: bool = False,
         keep_host: bool = False,
         prefixes: Sequence[np.ndarray] | None = None,
+        vocab_size: int | None = None,
     ) -> None:
+        if vocab_size is None and tokenizer is not None:
+            vocab_size = tokenizer.vocab.size
         extra = [0] * len(pieces) if prefixes is None else [len(x) for x in prefixes]
         lengths = np.array([p.length + e for p, e in zip(pieces, extra, strict=True)], dtype=np.int64)
         offsets = np.zeros(len(pieces), dtype=np.int64)
         if len(pieces):
             offsets[1:] = np.cumsum(lengths)[:-1]
-        packed = np.empty(int(lengths.sum()), dtype=np.int32)
+        packed = np.empty(int(lengths.sum()), dtype=token_dtype(vocab_size))
         for i, (p, off) in enumerate(zip(pieces, offsets.tolist(), strict=True)):
             src = corpus_tokens[p.offset : p.offset + p.length]
             if prefixes is None:
@@ -84,7 +88,7 @@ class TokenStore:
         self.pitch_max = np.array(
             [-1 if p.pitch_max is None else p.pitch_max for p in pieces], dtype=np.int64
         )
-        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int32, all pieces back to back
+        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int16/int32, all pieces back to back
         self.drums: torch.Tensor | None = None
         if drums and tokenizer is not None:
             self.drums = torch.from_numpy(_drum_mask(tokenizer, packed, offsets)).to(device)
@@ -92,6 +96,12 @@ class TokenStore:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+
+def token_dtype(vocab_size: int | None) -> type[np.signedinteger[Any]]:
+    """The narrowest signed type (torch indexes with signed integers) that holds every id of a vocabulary
+    of ``vocab_size``; int32 where the size is not known."""
+    return np.int16 if vocab_size is not None and vocab_size <= np.iinfo(np.int16).max + 1 else np.int32
 
 
 def _drum_mask(

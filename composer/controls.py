@@ -28,7 +28,7 @@ import torch
 from composer.attributes import LEVELS, estimate_key, level_of, median_tempo, note_density, parse_key
 from composer.conditions import DRUMS_PROGRAM, Condition, instrument_names, piece_value
 from composer.errors import ConfigError
-from composer.sample import Asked, Length, SampleOutput, fit_songs, sample_ids
+from composer.sample import Asked, Length, SampleOutput, fit_songs, level_bounds, sample_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from composer.checkpoint import Checkpoint
@@ -184,10 +184,10 @@ def level_control(ckpt: Checkpoint, name: str, opts: ControlOptions, log: Log) -
     if cs is None or c is None or name not in cs.bounds:
         return {}
     measure = note_density if name == "density" else median_tempo
-    bounds = cs.bounds[name]
+    tok = ckpt.tokenizer
+    bounds = level_bounds(tok, name) or cs.bounds[name]
     log(f"{name}: {opts.songs} songs for each level")
     rows: list[dict[str, Any]] = []
-    tok = ckpt.tokenizer
     for i, level in enumerate(v for v in LEVELS if v in c.values):
         salt = 200 + 10 * len(name) + i
         want = {name: level}

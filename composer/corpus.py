@@ -26,15 +26,18 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 
+from composer.archives import MemberData
 from composer.attributes import LEVELS, Attributes, level_of, tercile_bounds
-from composer.corpus_file import EncodedFile, encode_within_limit, find_midi_files
+from composer.corpus_file import EncodedFile, Sources, encode_within_limit, find_sources
 from composer.errors import ComposerError, CorpusError
 from composer.fsutil import atomic_write_text, describe_os_error, folder_lock
 from composer.labels import Labels, LabelValue, build_labels, label_counts, read_label_csv
@@ -94,6 +97,7 @@ class BuildResult:
     label_columns: tuple[str, ...] = ()
     labelled: int = 0  # pieces with at least one label
     warnings: list[str] = field(default_factory=list)
+    duplicates: int = 0  # files skipped because another file of the build has the same content
 
 
 # ------------------------------------------------------------------------------------------------- open
@@ -336,15 +340,15 @@ def _init_worker(config: dict[str, Any], known: frozenset[str]) -> None:
     _worker_known = known
 
 
-def encode_file(path: str | os.PathLike[str], tokenizer: Tokenizer) -> EncodedFile:
+def encode_file(path: str | os.PathLike[str] | MemberData, tokenizer: Tokenizer) -> EncodedFile:
     """Read and encode one file within the time limit (``composer.corpus_file``); in a build, files whose
     content the corpus already holds come back ``cached``."""
     return encode_within_limit(path, tokenizer, _worker_known)
 
 
-def _work(path: str) -> EncodedFile:
+def _work(items: list[str | MemberData]) -> list[EncodedFile]:
     assert _worker_tokenizer is not None
-    return encode_file(path, _worker_tokenizer)
+    return [encode_file(item, _worker_tokenizer) for item in items]
 
 
 def existing_config(out_dir: Path) -> TokenizerConfig | None:
@@ -391,20 +395,20 @@ def build_corpus(
         config = old_config or TokenizerConfig()
         if encoding is not None and encoding != config.encoding:
             config = TokenizerConfig(encoding=encoding)
-    paths = find_midi_files(source_paths)
-    labels = build_labels(paths, source_paths, labels_from_folders, table, strict)
+    found = find_sources(source_paths)
+    labels = build_labels(found.paths, source_paths, labels_from_folders, table, strict)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CorpusError(f"{out}: cannot create corpus folder: {describe_os_error(e)}") from None
     with folder_lock(out, "corpus build"):
         return _build_locked(
-            paths, source_paths, out, config, old_config, workers, val_fraction, strict, progress, t0, labels
+            found, source_paths, out, config, old_config, workers, val_fraction, strict, progress, t0, labels
         )
 
 
 def _build_locked(
-    paths: list[Path],
+    found: Sources,
     sources: list[Path],
     out: Path,
     config: TokenizerConfig,
@@ -424,10 +428,10 @@ def _build_locked(
                 f"the labels {', '.join(dropped)} of the previous build are dropped: labels come from each "
                 "build's own --labels / --labels-from-folders"
             )
-    n_workers = min(workers or os.cpu_count() or 1, max(len(paths), 1))
-    results = _encode_all([str(p) for p in paths], config, previous.known, n_workers)
+    n_workers = min(workers or os.cpu_count() or 1, max(len(found), 1))
+    results = _encode_all(found.items(), len(found), config, previous.known, n_workers)
     if progress is not None:
-        results = progress(results, len(paths))
+        results = progress(results, len(found))
 
     tmp_path = out / f".tokens.{os.getpid()}.tmp"
     written = _Written(val_fraction, strict, labels)
@@ -451,7 +455,7 @@ def _build_locked(
         if tmp_path.exists():
             tmp_path.unlink()
     _write_manifest(out, config, tokens_file, written, val_fraction, sources)
-    return written.result(out, len(paths), time.perf_counter() - t0)
+    return written.result(out, len(found), time.perf_counter() - t0)
 
 
 @dataclass
@@ -582,6 +586,7 @@ class _Written:
             label_columns=self.labels.columns,
             labelled=sum(1 for e in self.entries if e["labels"]),
             warnings=list(self.labels.warnings),
+            duplicates=sum(1 for s in self.skipped if "duplicate_of" in s),
         )
 
 
@@ -628,21 +633,45 @@ def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
 
 
 def _encode_all(
-    paths: list[str], config: TokenizerConfig, known: frozenset[str], workers: int
+    items: Iterator[str | MemberData],
+    count: int,
+    config: TokenizerConfig,
+    known: frozenset[str],
+    workers: int,
 ) -> Iterator[EncodedFile]:
-    """Encoded files in path order; in worker processes when workers > 1."""
-    if workers <= 1 or len(paths) <= 1:
+    """Encoded files in the order of ``items``; in worker processes when workers > 1, with a bounded
+    number of chunks in flight (an archive's members are read here as the workers need them, never all
+    at once)."""
+    if workers <= 1 or count <= 1:
         global _worker_tokenizer, _worker_known
         _worker_tokenizer, _worker_known = tokenizer_from_config(config), known
         try:
-            for p in paths:
-                yield encode_file(p, _worker_tokenizer)
+            for item in items:
+                yield encode_file(item, _worker_tokenizer)
         finally:
             _worker_tokenizer, _worker_known = None, frozenset()
         return
     # fork where there is one: workers run only the reader and numpy (no threads), and fork needs no
     # `if __name__ == "__main__"` guard in a user's script; spawn elsewhere.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    chunk = max(1, min(32, len(paths) // (workers * 8)))
+    chunk = max(1, min(32, count // (workers * 8)))
+    in_flight = 4 * workers
     with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), known)) as pool:
-        yield from pool.imap(_work, paths, chunksize=chunk)
+        pending: deque[AsyncResult[list[EncodedFile]]] = deque()
+        for batch in _batched(items, chunk):
+            pending.append(pool.apply_async(_work, (batch,)))
+            if len(pending) >= in_flight:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def _batched(items: Iterator[str | MemberData], n: int) -> Iterator[list[str | MemberData]]:
+    batch: list[str | MemberData] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -13,15 +13,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from composer.archives import Listing, MemberData, is_archive, list_midi_members, read_midi_members
 from composer.attributes import Attributes, attributes_of, instrument_set
 from composer.errors import ComposerError, CorpusError, MidiReadError
-from composer.midi import is_midi_path, parse_midi_bytes
+from composer.midi import MAX_FILE_BYTES, is_midi_path, parse_midi_bytes
 from composer.tokenizer import Tokenizer
 
 #: A file that takes longer than this to read and encode is skipped (hostile input must not hang a build).
@@ -44,6 +45,54 @@ def find_midi_files(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise CorpusError(f"{p}: no such file or folder")
     return sorted(found)
+
+
+@dataclass
+class Sources:
+    """What a build reads: plain MIDI files (sorted), then each archive's MIDI members (in archive order).
+    ``paths`` names them all in that order; an archive that could not be read to its end adds one
+    ``problems`` entry (named by the archive) after them."""
+
+    files: list[Path]
+    archives: list[Listing]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [*self.files, *(p for a in self.archives for p in a.paths)]
+
+    @property
+    def problems(self) -> list[MemberData]:
+        return [MemberData(a.archive, error=f"archive {a.damage}") for a in self.archives if a.damage]
+
+    def __len__(self) -> int:
+        return len(self.files) + sum(len(a.names) for a in self.archives) + len(self.problems)
+
+    def items(self) -> Iterator[str | MemberData]:
+        """Each file's path (a worker reads it) and each member's bytes (read here, one at a time), in the
+        order of ``paths``, then the problems."""
+        yield from (str(f) for f in self.files)
+        for a in self.archives:
+            yield from read_midi_members(a)
+        yield from self.problems
+
+
+def find_sources(sources: Iterable[str | os.PathLike[str]]) -> Sources:
+    """MIDI files under the given files and folders (as ``find_midi_files``) and the MIDI members of the
+    archives among them (``composer.archives``; an archive inside a folder is read too), each listed."""
+    files: list[Path] = []
+    archives: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_file() and is_archive(p):
+            archives.append(p)
+        elif p.is_dir():
+            for root, _dirs, names in os.walk(p, followlinks=False):
+                archives.extend(Path(root) / n for n in names if is_archive(n))
+            files.extend(find_midi_files([p]))
+        else:
+            files.extend(find_midi_files([p]))
+    unique = sorted(set(archives), key=archives.index)
+    return Sources(sorted(set(files)), [list_midi_members(a) for a in unique])
 
 
 @dataclass
@@ -81,9 +130,10 @@ def _too_slow() -> str:
 
 
 def encode_within_limit(
-    path: str | os.PathLike[str], tokenizer: Tokenizer, known: frozenset[str] = frozenset()
+    path: str | os.PathLike[str] | MemberData, tokenizer: Tokenizer, known: frozenset[str] = frozenset()
 ) -> EncodedFile:
-    """Read and encode one file; any failure becomes a one-line reason, never an exception.
+    """Read and encode one file (or an archive member already read); any failure becomes a one-line
+    reason, never an exception.
 
     A file whose content hash is in ``known`` comes back ``cached``, not encoded. A file that takes
     longer than ``FILE_TIME_LIMIT_S`` is given up, on every path (worker processes, a build in one
@@ -91,7 +141,8 @@ def encode_within_limit(
     afterwards), elsewhere (another thread, Windows) by encoding in a helper thread and no longer waiting
     for it at the limit; a thread cannot be stopped, so it runs on in the background.
     """
-    path = str(path)
+    if not isinstance(path, MemberData):
+        path = str(path)
     limit = FILE_TIME_LIMIT_S
     if not limit or limit <= 0:
         return _encode_file(path, tokenizer, known)
@@ -100,7 +151,9 @@ def encode_within_limit(
     return _encode_in_thread(path, tokenizer, known, limit)
 
 
-def _encode_with_alarm(path: str, tokenizer: Tokenizer, known: frozenset[str], limit: float) -> EncodedFile:
+def _encode_with_alarm(
+    path: str | MemberData, tokenizer: Tokenizer, known: frozenset[str], limit: float
+) -> EncodedFile:
     global _alarm_armed
     old_handler = signal.signal(signal.SIGALRM, _on_alarm)
     t0, old_delay, old_interval = time.monotonic(), 0.0, 0.0
@@ -113,7 +166,7 @@ def _encode_with_alarm(path: str, tokenizer: Tokenizer, known: frozenset[str], l
             _alarm_armed = False  # first: from here on a late alarm is a no-op
             signal.setitimer(signal.ITIMER_REAL, 0)
     except FileTimeout:  # raised outside the reader's own handler (e.g. as the file finished)
-        return EncodedFile(path, "", error=_too_slow())
+        return EncodedFile(_name(path), "", error=_too_slow())
     finally:
         signal.signal(signal.SIGALRM, old_handler)
         if old_delay > 0:  # someone else's timer was pending: give it back what is left of it
@@ -121,7 +174,9 @@ def _encode_with_alarm(path: str, tokenizer: Tokenizer, known: frozenset[str], l
             signal.setitimer(signal.ITIMER_REAL, left, old_interval)
 
 
-def _encode_in_thread(path: str, tokenizer: Tokenizer, known: frozenset[str], limit: float) -> EncodedFile:
+def _encode_in_thread(
+    path: str | MemberData, tokenizer: Tokenizer, known: frozenset[str], limit: float
+) -> EncodedFile:
     done: list[EncodedFile] = []
     helper = threading.Thread(
         target=lambda: done.append(_encode_file(path, tokenizer, known)), name="composer-encode", daemon=True
@@ -131,15 +186,31 @@ def _encode_in_thread(path: str, tokenizer: Tokenizer, known: frozenset[str], li
     if done:
         return done[0]
     if helper.is_alive():
-        return EncodedFile(path, "", error=_too_slow())
-    return EncodedFile(path, "", error="unexpected failure while encoding")
+        return EncodedFile(_name(path), "", error=_too_slow())
+    return EncodedFile(_name(path), "", error="unexpected failure while encoding")
 
 
-def _encode_file(path: str, tokenizer: Tokenizer, known: frozenset[str]) -> EncodedFile:
+def _name(item: str | MemberData) -> str:
+    return str(item.path) if isinstance(item, MemberData) else item
+
+
+def _read(item: str | MemberData) -> bytes | str:
+    """The item's bytes, or why there are none."""
+    if isinstance(item, MemberData):
+        return item.data if item.data is not None else str(item.error)
     try:
-        data = Path(path).read_bytes()
+        size = os.stat(item).st_size
+        if size > MAX_FILE_BYTES:
+            return f"file is {size} bytes, more than the {MAX_FILE_BYTES} a MIDI file may have"
+        return Path(item).read_bytes()
     except OSError as e:
-        return EncodedFile(path, "", error=f"cannot read: {e.strerror or e}")
+        return f"cannot read: {e.strerror or e}"
+
+
+def _encode_file(item: str | MemberData, tokenizer: Tokenizer, known: frozenset[str]) -> EncodedFile:
+    path, data = _name(item), _read(item)
+    if isinstance(data, str):
+        return EncodedFile(path, "", error=data)
     sha = hashlib.sha256(data).hexdigest()
     if sha in known:
         return EncodedFile(path, sha, cached=True)

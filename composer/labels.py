@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from composer.archives import is_archive
 from composer.errors import ConfigError
 from composer.fsutil import describe_os_error
 
@@ -149,10 +150,10 @@ def _normal(name: str) -> str:
 
 
 def source_of(path: Path, sources: Iterable[Path]) -> Path | None:
-    """The first source folder (in the order given) that ``path`` was found under; None for a file given
-    by itself."""
+    """The first source folder or archive (in the order given) that ``path`` was found under; None for a
+    file given by itself."""
     for src in sources:
-        if src.is_dir() and path.is_relative_to(src) and path != src:
+        if (src.is_dir() or (is_archive(src) and src.is_file())) and path.is_relative_to(src) and path != src:
             return src
     return None
 

@@ -701,11 +701,21 @@ class Asked:
         return " ".join(parts)
 
 
+def level_bounds(tok: Tokenizer, name: str) -> tuple[float, float] | None:
+    """The corpus terciles of a levelled condition as a song can meet them: a tempo bound in the tokens'
+    resolution (a corpus all at 80 bpm has its mid level at exactly 80, which the nearest TEMPO token,
+    80.7, would always miss); None where the model has no such condition."""
+    bounds = tok.conditions.bounds.get(name) if tok.conditions is not None else None
+    if bounds is None or name != "tempo":
+        return bounds
+    return tok.decoded_tempo(bounds[0]), tok.decoded_tempo(bounds[1])
+
+
 def asked_of(tok: Tokenizer, conditions: Mapping[str, str] | None, *, fixed_tempo: bool = False) -> Asked:
     """What ``generate`` checks for the conditions asked: the key, and the density and tempo levels the
     model knows the corpus bounds of (not the tempo where one is set, ``fixed_tempo``: ``--bpm``)."""
     conditions = conditions or {}
-    bounds = tok.conditions.bounds if tok.conditions is not None else {}
+    bounds = {name: b for name in LEVEL_MEASURES if (b := level_bounds(tok, name)) is not None}
     levels = {
         name: (conditions[name], bounds[name])
         for name in LEVEL_MEASURES

@@ -294,7 +294,12 @@ class _Run:
             corpus.tokens, self.train_pieces, self.device, tok, drums=drums, prefixes=train_pre
         )
         self.val_store = TokenStore(
-            corpus.tokens, self.val_pieces, self.device, keep_host=True, prefixes=val_pre
+            corpus.tokens,
+            self.val_pieces,
+            self.device,
+            keep_host=True,
+            prefixes=val_pre,
+            vocab_size=tok.vocab.size,
         )
         augmenter = Augmenter(tok, config.augment, train_store, self.device, config.condition_dropout)
         data_rng = np.random.default_rng([config.seed, dist_info.rank])

@@ -24,7 +24,7 @@ from composer.conditions import (
 )
 from composer.corpus import Corpus, build_corpus
 from composer.errors import ConfigError
-from composer.midi import read_midi
+from composer.midi import TempoChange, read_midi
 from composer.model import LSTMModel, ModelConfig
 from composer.sample import Length, sample_ids
 from composer.tokenizer import TokenizerConfig, tokenizer_from_config
@@ -592,6 +592,28 @@ def test_asked_of_takes_the_levels_the_model_has_bounds_for() -> None:
     with pytest.raises(ConfigError, match="a measured level is one of density, tempo, got 'key'"):
         Asked(levels={"key": ("low", (1.0, 2.0))})
     assert not Asked() and Asked(levels={"tempo": ("low", (90.0, 120.0))})
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_tempo_level_is_checked_in_the_tokens_resolution(encoding: str) -> None:
+    """A corpus all at 80 bpm has its mid tempo level at exactly 80; a song decodes at the tempo of its
+    TEMPO token (80.7 in the default beat grid), which must count as mid, as the corpus's pieces do."""
+    from composer.attributes import level_of, median_tempo
+    from composer.sample import asked_of, level_bounds
+
+    cs = ConditionSet((Condition("tempo", ("low", "mid", "high")),), {"tempo": (80.0, 80.0)})
+    tok = tokenizer_from_config(TokenizerConfig(encoding=encoding), cs)
+    score = _chords(0, 1)
+    score.tempos = [TempoChange(0, 80.0)]
+    ids, _ = tok.encode(score)
+    song = median_tempo(tok.decode(ids))
+    bounds = level_bounds(tok, "tempo")
+    assert bounds is not None and level_of(tok.decoded_tempo(80.0), bounds) == "mid"
+    if encoding == "beat":  # a performance song decodes at its own fixed tempo
+        assert song == pytest.approx(tok.decoded_tempo(80.0), abs=0.01) and song != 80.0
+        assert level_of(song, bounds) == "mid" and level_of(song, (80.0, 80.0)) == "high"
+    assert asked_of(tok, {"tempo": "mid"}).levels == {"tempo": ("mid", bounds)}
+    assert level_bounds(tok, "density") is None
 
 
 def test_generate_key_writes_songs_in_the_asked_key(conditioned_run: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
+from composer.batching import Augmenter, Batcher, PieceStream, TokenStore, WindowPlan
 from composer.checkpoint import load_checkpoint, read_checkpoint
 from composer.corpus import Corpus
 from composer.device import out_of_memory_as
@@ -248,6 +248,23 @@ def test_default_training_feeds_a_beat_corpus_unchanged(corpus: Path) -> None:
     assert cfg.augment.velocity_jitter == 0 and cfg.augment.transpose == 0
     aug = Augmenter(c.tokenizer, cfg.augment, store, torch.device("cpu"))
     assert aug.pitch is None and aug.other is None and aug.n_other == 1
+
+
+def test_token_store_holds_ids_in_the_narrowest_type_and_gathers_them_exactly() -> None:
+    ids = np.array([0, 1, 32767, 65535, 40000], dtype=np.uint16)
+    pieces = [FakePiece(0, 3), FakePiece(3, 2)]
+    small = TokenStore(ids[:3], pieces[:1], torch.device("cpu"), vocab_size=32768)
+    assert small.tokens.dtype == torch.int16 and small.tokens.tolist() == [0, 1, 32767]
+    wide = TokenStore(ids, pieces, torch.device("cpu"), vocab_size=65536)
+    assert wide.tokens.dtype == torch.int32 and wide.tokens.tolist() == ids.tolist()
+    assert TokenStore(ids, pieces, torch.device("cpu")).tokens.dtype == torch.int32  # size unknown
+    batcher = Batcher(small, window=2, pad_id=0, augmenter=None)
+    one = np.array([0])
+    plan = WindowPlan(
+        piece=one, cursor=one, n_valid=np.array([2]), new=np.array([True]), aug=np.zeros((1, 3), int)
+    )
+    x, y, _mask = batcher.gather(plan)
+    assert x.dtype == torch.int64 and x.tolist() == [[0, 1]] and y.tolist() == [[1, 32767]]
 
 
 def test_augmentation_transposes_pitches_within_range_but_never_drums(corpus: Path) -> None:

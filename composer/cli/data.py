@@ -182,8 +182,10 @@ def _build_and_report(
     if len(r.skipped) > SHOWN_SKIPPED:
         more = len(r.skipped) - SHOWN_SKIPPED
         echo_err(f"... and {more} more skipped (all listed in {out / 'skipped.txt'})")
+    dupes = f" ({r.duplicates:,} of them duplicates)" if r.duplicates else ""
     click.echo(
-        f"{out}: {r.pieces} pieces ({r.encoded} encoded, {r.reused} reused), {len(r.skipped)} skipped, "
+        f"{out}: {r.pieces:,} pieces ({r.encoded:,} encoded, {r.reused:,} reused), {len(r.skipped):,} "
+        f"skipped{dupes}, "
         f"{r.tokens:,} tokens, {r.notes:,} notes, {r.seconds / 3600:.2f} h of music in {r.elapsed_s:.1f} s"
     )
     if r.lost:
@@ -244,10 +246,13 @@ def corpus_build(
 ) -> None:
     """Encode every MIDI file under SOURCES (recursively) into a corpus folder.
 
-    Re-running on a grown folder encodes only new or changed files. Unusable files are skipped with a
-    reason (listed in OUT/skipped.txt). Each piece's key, note density, tempo and instruments are
-    recorded; labels come from this build's --labels-from-folders / --labels only (files without one are
-    unlabelled; a CSV row naming a file not found is a warning).
+    SOURCES are MIDI files, folders and archives (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz; read
+    without unpacking, members named ARCHIVE/PATH; archives inside a folder are read too). Files with the
+    same content are kept once (the others are skipped as duplicates). Re-running on a grown folder
+    encodes only new or changed files. Unusable files are skipped with a reason (listed in
+    OUT/skipped.txt). Each piece's key, note density, tempo and instruments are recorded; labels come
+    from this build's --labels-from-folders / --labels only (files without one are unlabelled; a CSV row
+    naming a file not found is a warning).
 
     Example: composer corpus build ~/midi/ -o corpora/mine --labels-from-folders
     """

@@ -140,6 +140,10 @@ class Tokenizer(ABC):
     def retime(self, score: Score, bpm: float) -> Score:
         """``score`` (decoded by this tokenizer) given one tempo, ``bpm``, in place; returns it."""
 
+    def decoded_tempo(self, qpm: float) -> float:
+        """The tempo a piece at ``qpm`` has once encoded and decoded (the tokens' resolution)."""
+        return float(qpm)
+
     def tempo_steering(self, bpm: float) -> TempoSteering | None:
         """How to steer sampling towards ``bpm``; None where the tokens carry no tempo."""
         return None

@@ -114,6 +114,9 @@ class BeatTokenizer(Tokenizer):
     def tempo_of_bin(self, b: int) -> float:
         return float(self.tempo_values[b])
 
+    def decoded_tempo(self, qpm: float) -> float:
+        return self.tempo_of_bin(self.tempo_bin(qpm))
+
     def grammar(self) -> BeatGrammar:
         return BeatGrammar(self.vocab, self.config.beat_resolution, self.bar_steps, self.tempo_values)
 
