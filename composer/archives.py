@@ -100,7 +100,15 @@ def _entries(archive: Path) -> Iterator[tuple[str, int]]:
         while (m := tar.next()) is not None:
             if m.isfile():
                 yield m.name, m.size
-            tar.members.clear()  # a stream keeps every header it has read; this one is done
+            _forget_headers(tar)
+
+
+def _forget_headers(tar: tarfile.TarFile) -> None:
+    """A TarFile keeps every member header it has read (``members``, not in its typed interface); a
+    stream needs none of them once past, and 176k of them would grow a build's memory with the archive."""
+    members = getattr(tar, "members", None)
+    if isinstance(members, list):
+        members.clear()
 
 
 def _is_zip(archive: Path) -> bool:
@@ -152,7 +160,7 @@ def _read_tar(listing: Listing, wanted: set[str], got: set[str]) -> Iterator[Mem
                     fh = tar.extractfile(m)
                     assert fh is not None  # a regular file always has one
                     yield MemberData(path, data=fh.read())
-            tar.members.clear()
+            _forget_headers(tar)
 
 
 def _read_zip(listing: Listing, wanted: set[str], got: set[str]) -> Iterator[MemberData]:
