@@ -1,16 +1,20 @@
-"""Corpus building: a folder of MIDI files -> one memory-mapped token file and a JSON manifest.
+"""Corpus building: a folder of MIDI files -> one memory-mapped token file, a piece table and a manifest.
 
 A corpus folder holds::
 
     tokenizer.json     the encoding config (the vocabulary derives from it)
     tokens-<hash>.bin  every piece's token ids (uint16, BOS ... EOS) end to end; memory-mapped, not pickled
-    manifest.json      per file: source path, content hash, token offset and length, notes, seconds, split,
-                       musical attributes (key, density, tempo and their levels) and labels
+    pieces-<hash>.npz  per piece, as columns (``composer.piecetable``): source path, content hash, token
+                       offset and length, notes, seconds, split, musical attributes (key, density, tempo
+                       and their levels) and labels
+    manifest.json      the token file, the table, the totals, the tokenizer, the level bounds, skipped files
     skipped.txt        one line per file that could not be used, with the reason
 
 Building is incremental (files whose content hash is already in the corpus are copied over, not re-encoded),
-parallel, and never lets one bad file cost the others. The new token file is written under a new name and
-the manifest switched to it atomically, so an interrupted build leaves the previous corpus intact.
+parallel, and never lets one bad file cost the others. The new token file and piece table are written under
+new names and the manifest switched to them atomically, so an interrupted build leaves the previous corpus
+intact. A corpus from before piece tables (manifest format_version 1: the pieces listed in the manifest)
+still opens; the next build writes a table.
 
 Attributes (``composer.attributes``) are computed from each file's notes when it is encoded and reused with
 its tokens; their levels (low/mid/high by the corpus's terciles) are worked out afresh at every build, over
@@ -41,34 +45,19 @@ from composer.corpus_file import EncodedFile, Sources, encode_within_limit, find
 from composer.errors import ComposerError, CorpusError
 from composer.fsutil import atomic_write_text, describe_os_error, folder_lock
 from composer.labels import Labels, LabelValue, build_labels, label_counts, read_label_csv
+from composer.piecetable import Piece, PieceTable, TableBuilder, table_of
 from composer.tokenizer import Tokenizer, TokenizerConfig, tokenizer_from_config
 
-MANIFEST_VERSION = 1
+#: 2: per-piece metadata in a piece table (``composer.piecetable``); 1 listed the pieces in the manifest
+#: as JSON (still opened; the next build writes 2).
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: The definitions behind the stored attributes; a corpus built under another version is re-encoded.
 ATTRIBUTES_VERSION = 1
 #: The attributes that get a level (``composer.attributes.LEVELS``) by the corpus's terciles.
 LEVELLED = ("density", "tempo")
 MANIFEST, TOKENIZER, SKIPPED = "manifest.json", "tokenizer.json", "skipped.txt"
 SPLITS = ("train", "val")
-
-
-@dataclass(frozen=True)
-class Piece:
-    path: str
-    sha256: str
-    offset: int
-    length: int
-    notes: int
-    seconds: float
-    split: str
-    pitch_min: int | None
-    pitch_max: int | None
-    programs: tuple[int, ...] = ()
-    lost: dict[str, int] = field(default_factory=dict)
-    attributes: Attributes | None = None  # None: built before attributes were recorded
-    density_level: str | None = None
-    tempo_level: str | None = None
-    labels: dict[str, LabelValue] = field(default_factory=dict)
 
 
 class CorpusStatistics(TypedDict, total=False):
@@ -107,14 +96,28 @@ class Corpus:
     """A built corpus, opened read-only. Token data stays on disk (memory-mapped)."""
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], tokenizer: Tokenizer, tokens: np.ndarray
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        tokenizer: Tokenizer,
+        tokens: np.ndarray,
+        table: PieceTable,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.tokens = tokens
-        self._pieces = [_piece_from_json(p) for p in manifest["files"]]
+        self.table = table
+        self._cached: list[Piece] | None = None
+        self._by_split: dict[str, list[Piece]] = {}
         self.skipped: list[tuple[str, str]] = [(s["path"], s["reason"]) for s in manifest.get("skipped", [])]
+
+    @property
+    def _pieces(self) -> list[Piece]:
+        """Every piece, made from the table the first time a command asks for them."""
+        if self._cached is None:
+            self._cached = self.table.pieces()
+        return self._cached
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Corpus:
@@ -128,15 +131,20 @@ class Corpus:
             manifest = json.loads(mpath.read_text())
         except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8
             raise CorpusError(f"{mpath}: unreadable manifest ({e})") from None
-        if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION:
-            raise CorpusError(f"{mpath}: manifest format_version must be {MANIFEST_VERSION}")
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version not in READABLE_VERSIONS:
+            raise CorpusError(
+                f"{mpath}: manifest format_version must be {MANIFEST_VERSION} (or {READABLE_VERSIONS[0]}), "
+                f"got {version!r}; rebuild the corpus with 'composer corpus build'"
+            )
         try:
             config = TokenizerConfig.from_dict(manifest["tokenizer"])
             tokenizer = tokenizer_from_config(config)
             tfile = path / manifest["tokens_file"]
             total = int(manifest["total_tokens"])
-            files = manifest["files"]
-            if not isinstance(files, list):
+            files = manifest["files"] if version == 1 else None
+            table_file = None if version == 1 else path / str(manifest["pieces_file"])
+            if version == 1 and not isinstance(files, list):
                 raise TypeError("files must be a list")
         except ComposerError as e:
             raise CorpusError(f"{mpath}: {e}") from None
@@ -150,18 +158,25 @@ class Corpus:
                 f"{tfile}: token file is truncated or damaged ({size} bytes, expected {2 * total})"
             )
         tokens = np.memmap(tfile, dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
-        corpus = cls(path, manifest, tokenizer, tokens)
-        for p in corpus._pieces:
-            if p.offset < 0 or p.length < 2 or p.offset + p.length > total:
-                raise CorpusError(f"{mpath}: piece {p.path} lies outside the token file")
-        return corpus
+        if table_file is not None:
+            table = PieceTable.load(table_file, total)
+        else:
+            assert files is not None
+            listed = [_piece_from_json(p) for p in files]
+            for p in listed:
+                if p.offset < 0 or p.length < 2 or p.offset + p.length > total:
+                    raise CorpusError(f"{mpath}: piece {p.path} lies outside the token file")
+            table = table_of(listed)
+        return cls(path, manifest, tokenizer, tokens, table)
 
     def pieces(self, split: str | None = None) -> list[Piece]:
         if split is None:
             return list(self._pieces)
         if split not in SPLITS:
             raise CorpusError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return [p for p in self._pieces if p.split == split]
+        if split not in self._by_split:
+            self._by_split[split] = [p for p in self._pieces if p.split == split]
+        return list(self._by_split[split])
 
     def piece_tokens(self, piece: Piece) -> np.ndarray:
         return np.asarray(self.tokens[piece.offset : piece.offset + piece.length])
@@ -175,7 +190,7 @@ class Corpus:
     @property
     def fingerprint(self) -> str:
         """The token data, the tokenizer config and the train/validation split of every piece."""
-        return split_fingerprint(self.content_fingerprint, [p.split for p in self._pieces])
+        return split_fingerprint(self.content_fingerprint, self.table.splits())
 
     @property
     def val_fraction(self) -> float | None:
@@ -225,8 +240,8 @@ class Corpus:
             "encoding": self.encoding,
             "vocab_size": self.tokenizer.vocab.size,
             "files": len(self._pieces),
-            "train_files": sum(p.split == "train" for p in self._pieces),
-            "val_files": sum(p.split == "val" for p in self._pieces),
+            "train_files": len(self.pieces("train")),
+            "val_files": len(self.pieces("val")),
             "tokens": int(self.manifest["total_tokens"]),
             "notes": sum(p.notes for p in self._pieces),
             "hours": sum(p.seconds for p in self._pieces) / 3600,
@@ -443,7 +458,7 @@ def _build_locked(
                 written.add(enc, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _ensure_val(written.entries, val_fraction)
+        written.ensure_val()
         written.assign_levels()
         tokens_file = f"tokens-{written.hasher.hexdigest()[:16]}.bin"
         os.replace(tmp_path, out / tokens_file)
@@ -463,7 +478,7 @@ class _Previous:
     """What the corpus already in the folder holds, by content hash (when the tokenizer is unchanged)."""
 
     corpus: Corpus | None = None
-    by_sha: dict[str, Piece] = field(default_factory=dict)
+    by_sha: dict[str, int] = field(default_factory=dict)  # content hash -> index in the old piece table
     skipped: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -480,7 +495,9 @@ class _Previous:
         }
         # pieces whose attributes are missing or of other definitions are encoded again to compute them
         current = old.manifest.get("attributes_version") == ATTRIBUTES_VERSION
-        by_sha = {p.sha256: p for p in old.pieces() if current and p.attributes is not None}
+        t = old.table
+        usable = t.columns["has_attributes"] if current else np.zeros(len(t), bool)
+        by_sha = {bytes(t.columns["sha256"][i]).hex(): i for i in np.flatnonzero(usable).tolist()}
         return cls(old, by_sha, skipped)
 
     @property
@@ -493,7 +510,7 @@ class _Previous:
             enc.error = self.skipped[enc.sha256]
             return
         assert self.corpus is not None
-        prev = self.by_sha[enc.sha256]
+        prev = self.corpus.table.piece(self.by_sha[enc.sha256])
         enc.ids = self.corpus.piece_tokens(prev)
         enc.notes, enc.seconds = prev.notes, prev.seconds
         enc.pitch_min, enc.pitch_max = prev.pitch_min, prev.pitch_max
@@ -502,7 +519,7 @@ class _Previous:
 
 
 class _Written:
-    """The new token file as it is written: manifest entries, skipped files and the totals."""
+    """The new token file as it is written: the piece table, skipped files and the totals."""
 
     def __init__(self, val_fraction: float, strict: bool, labels: Labels | None = None) -> None:
         self.val_fraction = val_fraction
@@ -510,7 +527,8 @@ class _Written:
         self.labels = labels or Labels()
         self.level_bounds: dict[str, tuple[float, float]] = {}
         self.hasher = hashlib.sha256()
-        self.entries: list[dict[str, Any]] = []
+        self.pieces = TableBuilder()
+        self.levels: dict[str, np.ndarray] = {}
         self.skipped: list[dict[str, str]] = []
         self.seen_sha: dict[str, str] = {}
         self.offset = 0
@@ -539,22 +557,20 @@ class _Written:
         data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
         fh.write(data)
         self.hasher.update(data)
-        self.entries.append(
-            {
-                "path": enc.path,
-                "sha256": enc.sha256,
-                "offset": self.offset,
-                "length": len(enc.ids),
-                "notes": enc.notes,
-                "seconds": round(enc.seconds, 3),
-                "split": split_of(enc.sha256, self.val_fraction),
-                "pitch_min": enc.pitch_min,
-                "pitch_max": enc.pitch_max,
-                "programs": list(enc.programs),
-                "lost": enc.lost,
-                "attributes": enc.attributes.to_dict(),
-                "labels": dict(self.labels.by_path.get(enc.path, {})),
-            }
+        self.pieces.add(
+            path=enc.path,
+            sha256=enc.sha256,
+            offset=self.offset,
+            length=len(enc.ids),
+            notes=enc.notes,
+            seconds=round(enc.seconds, 3),
+            split=split_of(enc.sha256, self.val_fraction),
+            pitch_min=enc.pitch_min,
+            pitch_max=enc.pitch_max,
+            programs=tuple(enc.programs),
+            lost=enc.lost,
+            attributes=enc.attributes,
+            labels=dict(self.labels.by_path.get(enc.path, {})),
         )
         self.offset += len(enc.ids)
         for k, v in enc.lost.items():
@@ -563,12 +579,24 @@ class _Written:
     def assign_levels(self) -> None:
         """Each piece's density and tempo level, by the terciles of this build's pieces."""
         for name in LEVELLED:
-            bounds = tercile_bounds([e["attributes"][name] for e in self.entries])
+            values = np.frombuffer(self.pieces.cols[name], dtype=np.float64)
+            bounds = tercile_bounds(values.tolist())
             if bounds is None:
                 continue
             self.level_bounds[name] = bounds
-            for e in self.entries:
-                e["attributes"][f"{name}_level"] = level_of(e["attributes"][name], bounds)
+            codes = [LEVELS.index(level_of(v, bounds)) for v in values.tolist()]
+            self.levels[f"{name}_level"] = np.array(codes, dtype=np.int8)
+
+    def ensure_val(self) -> None:
+        """A small corpus whose hashes all fell in train still gets one validation piece."""
+        split = self.pieces.cols["split"]
+        if self.val_fraction > 0 and len(split) >= 2 and 1 not in split:
+            sha = bytes(self.pieces.sha)
+            first = min(range(len(split)), key=lambda i: sha[32 * i : 32 * i + 32])
+            split[first] = 1
+
+    def table(self) -> PieceTable:
+        return self.pieces.table(self.levels.get("density_level"), self.levels.get("tempo_level"))
 
     def result(self, out: Path, files_seen: int, elapsed_s: float) -> BuildResult:
         return BuildResult(
@@ -577,14 +605,14 @@ class _Written:
             encoded=self.encoded,
             reused=self.reused,
             skipped=[(s["path"], s["reason"]) for s in self.skipped],
-            pieces=len(self.entries),
+            pieces=len(self.pieces),
             tokens=self.offset,
-            notes=sum(e["notes"] for e in self.entries),
-            seconds=sum(e["seconds"] for e in self.entries),
+            notes=sum(self.pieces.cols["notes"]),
+            seconds=sum(self.pieces.cols["seconds"]),
             lost=self.lost,
             elapsed_s=elapsed_s,
             label_columns=self.labels.columns,
-            labelled=sum(1 for e in self.entries if e["labels"]),
+            labelled=len(self.pieces.labels),
             warnings=list(self.labels.warnings),
             duplicates=sum(1 for s in self.skipped if "duplicate_of" in s),
         )
@@ -598,38 +626,37 @@ def _write_manifest(
     val_fraction: float,
     sources: list[Path],
 ) -> None:
-    """The manifest, tokenizer config and skipped list of the new token file; the old token file removed."""
+    """The piece table, manifest, tokenizer config and skipped list of the new token file (the manifest
+    last: until it is replaced, the previous corpus is whole); the old token file and table removed."""
     content_fingerprint = hashlib.sha256(
         (written.hasher.hexdigest() + json.dumps(config.to_dict(), sort_keys=True)).encode()
     ).hexdigest()[:16]
+    table = written.table()
+    pieces_file = f"pieces-{tokens_file.removeprefix('tokens-').removesuffix('.bin')}-{len(table)}.npz"
+    table.save(out / pieces_file)
     manifest = {
         "format_version": MANIFEST_VERSION,
         "tokenizer": config.to_dict(),
         "tokens_file": tokens_file,
+        "pieces_file": pieces_file,
+        "pieces": len(table),
         "total_tokens": written.offset,
-        "fingerprint": split_fingerprint(content_fingerprint, [e["split"] for e in written.entries]),
+        "fingerprint": split_fingerprint(content_fingerprint, table.splits()),
         "content_fingerprint": content_fingerprint,
         "val_fraction": val_fraction,
         "sources": [str(s) for s in sources],
         "attributes_version": ATTRIBUTES_VERSION,
         "attribute_levels": {k: list(v) for k, v in written.level_bounds.items()},
         "label_columns": list(written.labels.columns),
-        "files": written.entries,
         "skipped": written.skipped,
     }
     config.save(out / TOKENIZER)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     atomic_write_text(out / SKIPPED, "".join(f"{s['path']}: {s['reason']}\n" for s in written.skipped))
     # the previous token file is no longer referenced
-    for f in out.glob("tokens-*.bin"):
-        if f.name != tokens_file:
+    for f in [*out.glob("tokens-*.bin"), *out.glob("pieces-*.npz")]:
+        if f.name not in (tokens_file, pieces_file):
             f.unlink()
-
-
-def _ensure_val(entries: list[dict[str, Any]], val_fraction: float) -> None:
-    """A small corpus whose hashes all fell in train still gets one validation piece."""
-    if val_fraction > 0 and len(entries) >= 2 and not any(e["split"] == "val" for e in entries):
-        min(entries, key=lambda e: e["sha256"])["split"] = "val"
 
 
 def _encode_all(

@@ -231,12 +231,12 @@ def stream(
     size: int = 1,
 ) -> list[PlayReport]:
     """Play MIDI files to ``port`` one after another as ``songs`` yields them, the next one produced
-    in the background while one plays (``ahead``), ``gap`` seconds of silence between them."""
+    in the background while one plays (``ahead``, which also reads each file into its timeline, so a
+    song starts on time after the gap), ``gap`` seconds of silence between them."""
     reports = []
-    for i, path in enumerate(ahead(songs, size)):
+    for i, (path, events) in enumerate(ahead(((p, timeline(p)) for p in songs), size)):
         if i and gap > 0:
             time.sleep(gap)
-        events = timeline(path)
         if on_song is not None:
             on_song(path, events)
         reports.append(play(events, port))

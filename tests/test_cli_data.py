@@ -14,6 +14,7 @@ from composer.cli import main
 from composer.corpus import Corpus
 from composer.midi import read_midi
 from tests.midi_factory import SCORES, chord_score, header, track, write_score
+from tests.old_corpus import write_v1
 
 HEADER = "# composer-tokens "
 
@@ -435,7 +436,7 @@ def test_corpus_build_labels_csv_not_utf8_or_missing(tmp_path: Path, styled_dir:
 def test_corpus_info_on_a_corpus_from_before_attributes(tmp_path: Path, midi_dir: Path) -> None:
     out = tmp_path / "c"
     run("corpus", "build", midi_dir, "-o", out, "--workers", "1")
-    m = json.loads((out / "manifest.json").read_text())
+    m = write_v1(out)
     for entry in m["files"]:
         del entry["attributes"], entry["labels"]
     (out / "manifest.json").write_text(json.dumps(m))

@@ -28,6 +28,7 @@ from tests.midi_factory import (
     track,
     write_score,
 )
+from tests.old_corpus import write_v1
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -192,7 +193,7 @@ def test_two_workers_build_the_same_corpus_as_one(tmp_path: Path) -> None:
     assert sorted(r2.skipped) == sorted(r1.skipped)
     c1, c2 = Corpus.open(tmp_path / "one"), Corpus.open(tmp_path / "two")
     assert c1.fingerprint == c2.fingerprint
-    assert c1.manifest["files"] == c2.manifest["files"]
+    assert c1.pieces() == c2.pieces()
     assert np.array_equal(c1.tokens, c2.tokens)
 
 
@@ -496,7 +497,7 @@ def test_open_garbled_manifest(built: Path, text: str) -> None:
 
 
 def test_open_manifest_with_bad_piece_entry(built: Path) -> None:
-    m = json.loads((built / "manifest.json").read_text())
+    m = write_v1(built)
     m["files"][0]["offset"] = m["total_tokens"]  # outside the token file
     (built / "manifest.json").write_text(json.dumps(m))
     _one_line_error(built, m["files"][0]["path"])
@@ -640,7 +641,7 @@ def test_a_rebuild_reuses_the_attributes_and_levels_follow_the_corpus(
     build_corpus([src], out, workers=1)
     first = Corpus.open(out)
     assert [p.tempo_level for p in first.pieces()] == ["low", "mid", "high"]
-    before = json.loads((out / "manifest.json").read_text())
+    before = first.pieces()
 
     calls: list[int] = []
     real = corpus_file.attributes_of
@@ -652,7 +653,7 @@ def test_a_rebuild_reuses_the_attributes_and_levels_follow_the_corpus(
     monkeypatch.setattr(corpus_file, "attributes_of", counting)
     build_corpus([src], out, workers=1)
     assert calls == []  # reused with the tokens
-    assert json.loads((out / "manifest.json").read_text())["files"] == before["files"]
+    assert Corpus.open(out).pieces() == before
 
     # two faster pieces join: the levels are those of the new corpus
     for k, qpm in enumerate((200.0, 240.0)):
@@ -671,7 +672,8 @@ def test_a_manifest_from_before_attributes_and_labels_still_opens(tmp_path: Path
     n = len(make_folder(src))
     build_corpus([src], out, workers=1, labels_from_folders=True)
     new = Corpus.open(out)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = write_v1(out)
+    assert Corpus.open(out).pieces() == new.pieces()  # a version 1 manifest opens as it was
     for key in ("attributes_version", "attribute_levels", "label_columns"):
         del manifest[key]
     for entry in manifest["files"]:
@@ -715,7 +717,7 @@ def test_attributes_of_other_definitions_are_computed_again(tmp_path: Path) -> N
     ],
 )
 def test_open_manifest_with_bad_attributes_or_labels(built: Path, field: str, value: object) -> None:
-    m = json.loads((built / "manifest.json").read_text())
+    m = write_v1(built)
     m["files"][0][field] = value
     (built / "manifest.json").write_text(json.dumps(m))
     _one_line_error(built, "malformed manifest entry")
