@@ -3,13 +3,15 @@
 How the data flows
 ------------------
 A split's pieces are copied once into ONE token tensor on the device (``TokenStore``), int16 where the
-vocabulary fits (it always does in practice; int32 otherwise), widened to int64 per batch. ``batch_size`` rows
-each stream through a piece, ``window`` tokens at a time (``PieceStream``): the LSTM state a row ends one
-window with is carried (detached) by the training loop into its next window, so the model learns
-dependencies far longer than a window. When a row's piece ends it takes the next piece of a shuffled
-order and its state is zeroed (``WindowPlan.new``). A window never spans two pieces: the tail of a piece
-is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row start +
-arange), no DataLoader (``Batcher``).
+vocabulary fits (it always does in practice; int32 otherwise), widened to int64 per batch; or, where a copy
+would not fit (``composer.train`` decides: on the CPU always, the token file being in host memory already),
+streamed: each batch row reads its piece from the memory-mapped corpus file when it starts it.
+``batch_size`` rows each stream through a piece, ``window`` tokens at a time (``PieceStream``): the LSTM
+state a row ends one window with is carried (detached) by the training loop into its next window, so the
+model learns dependencies far longer than a window. When a row's piece ends it takes the next piece of a
+shuffled order and its state is zeroed (``WindowPlan.new``). A window never spans two pieces: the tail of
+a piece is padded and PAD targets are ignored by the loss. Batches are gathered by index arithmetic (row
+start + arange), no DataLoader (``Batcher``).
 
 A conditioned model's pieces are packed with their condition tokens after BOS (``prefixes``; see
 ``composer.conditions``). Each row draws an augmentation when it starts a piece (``Augmenter``, from an
@@ -24,6 +26,7 @@ A ``PieceStream``'s whole position (order, every row's piece, cursor and augment
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,11 +47,17 @@ AUG_COLUMNS = 3
 
 
 class TokenStore:
-    """One split's pieces packed into one token tensor on the device, plus the per-piece table.
+    """One split's pieces, packed into one token tensor on the device or streamed from the corpus file,
+    plus the per-piece table.
 
-    ``offsets``/``lengths`` index the packed tensor (not the corpus file). ``drums`` marks tokens that
-    belong to drum notes (never transposed); it is built only when asked for. ``prefixes`` (per piece,
-    its condition tokens) are packed right after each piece's BOS.
+    Packed (``stream=False``): the pieces are copied into ``tokens``, back to back; ``offsets``/``lengths``
+    index that tensor (not the corpus file). ``drums`` marks tokens that belong to drum notes (never
+    transposed); it is built only when asked for. ``prefixes`` (per piece, its condition tokens) are packed
+    right after each piece's BOS.
+
+    Streamed (``stream=True``): nothing is copied; ``tokens`` and ``drums`` are None and ``piece_ids`` reads a
+    piece (BOS, its prefix, the rest) from the memory-mapped corpus file when a batch row starts it
+    (``Batcher`` keeps one piece per row). The windows are the same, token for token, as packed.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class TokenStore:
         keep_host: bool = False,
         prefixes: Sequence[np.ndarray] | None = None,
         vocab_size: int | None = None,
+        stream: bool = False,
     ) -> None:
         if vocab_size is None and tokenizer is not None:
             vocab_size = tokenizer.vocab.size
@@ -69,16 +79,8 @@ class TokenStore:
         offsets = np.zeros(len(pieces), dtype=np.int64)
         if len(pieces):
             offsets[1:] = np.cumsum(lengths)[:-1]
-        packed = np.empty(int(lengths.sum()), dtype=token_dtype(vocab_size))
-        for i, (p, off) in enumerate(zip(pieces, offsets.tolist(), strict=True)):
-            src = corpus_tokens[p.offset : p.offset + p.length]
-            if prefixes is None:
-                packed[off : off + p.length] = src
-            else:  # BOS, the conditions, the rest
-                k = extra[i]
-                packed[off] = src[0]
-                packed[off + 1 : off + 1 + k] = prefixes[i]
-                packed[off + 1 + k : off + k + p.length] = src[1:]
+        self.device = device
+        self.streamed = stream
         self.offsets = offsets
         self.lengths = lengths
         self.notes = np.array([p.notes for p in pieces], dtype=np.int64)
@@ -88,14 +90,74 @@ class TokenStore:
         self.pitch_max = np.array(
             [-1 if p.pitch_max is None else p.pitch_max for p in pieces], dtype=np.int64
         )
-        self.tokens = torch.from_numpy(packed).to(device)  # (N,) int16/int32, all pieces back to back
+        self.tokens: torch.Tensor | None = None  # (N,) int16/int32, all pieces back to back (packed only)
         self.drums: torch.Tensor | None = None
-        if drums and tokenizer is not None:
-            self.drums = torch.from_numpy(_drum_mask(tokenizer, packed, offsets)).to(device)
-        self.host: np.ndarray | None = packed if keep_host else None
+        self.host: np.ndarray | None = None
+        self._tokenizer = tokenizer if drums else None  # the drum mask's reader, when one is asked for
+        self._source = corpus_tokens
+        self._file_offsets = np.array([p.offset for p in pieces], dtype=np.int64)
+        self._prefixes = prefixes
+        if stream:
+            return
+        packed = np.empty(int(lengths.sum()), dtype=token_dtype(vocab_size))
+        for i, off in enumerate(offsets.tolist()):
+            packed[off : off + lengths[i]] = self._read(i)
+        self.tokens = torch.from_numpy(packed).to(device)
+        if self._tokenizer is not None:
+            self.drums = torch.from_numpy(_drum_mask(self._tokenizer, packed, offsets)).to(device)
+        self.host = packed if keep_host else None
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def _read(self, i: int) -> np.ndarray:
+        """Piece ``i`` from the corpus file: BOS, its condition tokens, the rest."""
+        off = int(self._file_offsets[i])
+        n = int(self.lengths[i]) - (0 if self._prefixes is None else len(self._prefixes[i]))
+        src = np.asarray(self._source[off : off + n])
+        if self._prefixes is None:
+            return src
+        return np.concatenate([src[:1], np.asarray(self._prefixes[i], dtype=src.dtype), src[1:]])
+
+    def piece_ids(self, i: int) -> np.ndarray:
+        """Piece ``i`` as the windows see it (int64, on the host)."""
+        if self.host is not None:
+            off = int(self.offsets[i])
+            return self.host[off : off + int(self.lengths[i])].astype(np.int64)
+        if self.tokens is not None:
+            off = int(self.offsets[i])
+            return self.tokens[off : off + int(self.lengths[i])].cpu().numpy().astype(np.int64)
+        return self._read(i).astype(np.int64)
+
+    @property
+    def marks_drums(self) -> bool:
+        return self._tokenizer is not None
+
+    def piece_drums(self, i: int, ids: np.ndarray) -> np.ndarray | None:
+        """Which of piece ``i``'s tokens (``ids``, from ``piece_ids``) belong to drum notes; None when
+        the store was not asked for drums."""
+        if self._tokenizer is None:
+            return None
+        return np.asarray(self._tokenizer.drum_context(ids), dtype=np.bool_)
+
+
+#: A split whose packed tokens would take more than this share of the device's memory is streamed from the
+#: memory-mapped corpus file instead of copied (``streams``).
+DEVICE_SHARE = 0.25
+
+
+def streams(device: torch.device, tokens: int, drums: bool = False) -> bool:
+    """Whether a split of ``tokens`` tokens is streamed rather than packed onto ``device``: on the CPU
+    always (the token file is in host memory already; a copy would only double it), elsewhere when the
+    packed copy (int16, plus a byte a token for the drum marks) would take more than ``DEVICE_SHARE`` of
+    the device's memory."""
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:  # MPS: memory shared with the host
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return tokens * (3 if drums else 2) > DEVICE_SHARE * total
 
 
 def token_dtype(vocab_size: int | None) -> type[np.signedinteger[Any]]:
@@ -302,16 +364,36 @@ class Augmenter:
 
 
 class Batcher:
-    """Turns a ``WindowPlan`` into device tensors by index arithmetic on the packed token tensor."""
+    """Turns a ``WindowPlan`` into device tensors: by index arithmetic on a packed store's token tensor, or,
+    for a streamed store, from the pieces its rows are on (each read from the corpus file when a row starts
+    it), copied to the device per window."""
 
     def __init__(self, store: TokenStore, window: int, pad_id: int, augmenter: Augmenter | None) -> None:
         self.store = store
         self.window = window
         self.pad_id = pad_id
         self.aug = augmenter
-        self.device = store.tokens.device
+        self.device = store.device
         self.positions = torch.arange(window + 1, device=self.device)  # (T+1,)
         self.offsets = store.offsets
+        self._rows: dict[int, tuple[int, np.ndarray, np.ndarray | None]] = {}  # row -> piece, ids, drums
+
+    def _streamed(self, plan: WindowPlan, n_tok: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, T+1) token ids (0 where not real) and drum marks of each row's window, on the host."""
+        rows = len(plan.piece)
+        x = np.zeros((rows, self.window + 1), dtype=np.int64)
+        drums = np.zeros(x.shape, dtype=np.bool_) if self.store.marks_drums else None
+        for r in np.flatnonzero(n_tok > 0).tolist():
+            p = int(plan.piece[r])
+            held = self._rows.get(r)
+            if held is None or held[0] != p:
+                ids = self.store.piece_ids(p)
+                held = self._rows[r] = (p, ids, self.store.piece_drums(p, ids))
+            c, n = int(plan.cursor[r]), int(n_tok[r])
+            x[r, :n] = held[1][c : c + n]
+            if drums is not None and held[2] is not None:
+                drums[r, :n] = held[2][c : c + n]
+        return x, drums
 
     def gather(self, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> inputs (B, T), targets (B, T) (PAD where not real), keep (B,) bool (False: zero the state)."""
@@ -321,15 +403,24 @@ class Batcher:
         host = np.concatenate([np.stack([start, n_tok, plan.new.astype(np.int64)], axis=1), plan.aug], axis=1)
         meta = torch.from_numpy(host).to(self.device, non_blocking=True)  # (B, 6), one transfer
         start_t, n_tok_t, new_t, t_idx, o_idx, d_idx = meta.unbind(1)
-        idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
         valid = self.positions[None, :] < n_tok_t[:, None]  # (B, T+1)
-        idx = torch.where(valid, idx, 0)
-        x = self.store.tokens[idx].long()  # (B, T+1)
+        drums: torch.Tensor | None = None
+        if self.store.tokens is None:  # streamed
+            host_x, host_d = self._streamed(plan, n_tok)
+            x = torch.from_numpy(host_x).to(self.device)  # (B, T+1)
+            if host_d is not None:
+                drums = torch.from_numpy(host_d).to(self.device)
+        else:
+            idx = start_t[:, None] + self.positions[None, :]  # (B,) + (T+1,) -> (B, T+1)
+            idx = torch.where(valid, idx, 0)
+            x = self.store.tokens[idx].long()  # (B, T+1)
+            if self.store.drums is not None:
+                drums = self.store.drums[idx]
         if self.aug is not None:
             if self.aug.pitch is not None:
                 shifted = self.aug.pitch[t_idx[:, None], x]  # (B, 1) row, (B, T+1) id -> (B, T+1)
-                if self.store.drums is not None:
-                    shifted = torch.where(self.store.drums[idx], x, shifted)
+                if drums is not None:
+                    shifted = torch.where(drums, x, shifted)
                 x = shifted
             if self.aug.other is not None:
                 x = self.aug.other[o_idx[:, None], x]  # (B, T+1)

@@ -126,15 +126,16 @@ def validate(
 ) -> Validation | None:
     """Validation loss, streamed like training (state carried through each piece), deterministic.
 
-    ``store`` must keep its tokens on the host too (``keep_host``), to count notes. ``max_batches`` > 0
-    stops after that many windows (the same pieces every time); ``dtype`` is the autocast dtype, if any.
+    Notes are counted from ``store.piece_ids`` (on the host with ``keep_host``, or streamed).
+    ``max_batches`` > 0 stops after that many windows (the same pieces every time); ``dtype`` is the
+    autocast dtype, if any.
     Losses and counts are summed over the processes of ``dist_info``. Returns ``None`` when there is
     nothing to evaluate on any process.
     """
     dist_info = dist_info or DistInfo()
     was_training = model.training
     model.eval()
-    device = store.tokens.device
+    device = store.device
     pad_id = int(tokenizer.pad_id)
     acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     nll = torch.zeros((), dtype=acc, device=device)
@@ -176,9 +177,7 @@ def validate(
 def _notes_in_prefixes(store: TokenStore, evaluated: np.ndarray, tokenizer: Tokenizer) -> int:
     """Notes among the targets ``evaluated[i]`` (a prefix, after BOS) of each piece ``i`` of ``store``."""
     notes = 0
-    host = store.host
     for i in np.flatnonzero(evaluated).tolist():
-        off = int(store.offsets[i])
-        if host is not None:
-            notes += int(tokenizer.note_count(host[off + 1 : off + 1 + int(evaluated[i])]))
+        ids = store.piece_ids(i)
+        notes += int(tokenizer.note_count(ids[1 : 1 + int(evaluated[i])]))
     return notes

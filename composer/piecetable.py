@@ -135,10 +135,15 @@ class PieceTable:
     def _pieces(self, lo: int, hi: int) -> Iterator[Piece]:
         c = self.columns
         cols = {k: c[k][lo:hi].tolist() for k in _PER_PIECE if k not in ("path_end", "program_end")}
-        blob = bytes(c["path_blob"])
-        path_end = [0, *c["path_end"].tolist()]
-        prog = c["program"].tolist()
-        prog_end = [0, *c["program_end"].tolist()]
+        # the text and list columns of pieces lo..hi only: one piece costs O(1), not O(pieces)
+        path_end = c["path_end"][max(lo - 1, 0) : hi].tolist()
+        prog_end = c["program_end"][max(lo - 1, 0) : hi].tolist()
+        if lo == 0:
+            path_end, prog_end = [0, *path_end], [0, *prog_end]
+        blob = bytes(c["path_blob"][path_end[0] : path_end[-1]])
+        prog = c["program"][prog_end[0] : prog_end[-1]].tolist()
+        p0, g0 = path_end[0], prog_end[0]
+        sha = c["sha256"][lo:hi].tobytes()
         for j, i in enumerate(range(lo, hi)):
             attrs = None
             if cols["has_attributes"][j]:
@@ -148,8 +153,8 @@ class PieceTable:
                 attrs = Attributes(key, cols["density"][j], cols["tempo"][j])
             dl, tl = cols["density_level"][j], cols["tempo_level"][j]
             yield Piece(
-                path=blob[path_end[i] : path_end[i + 1]].decode("utf-8"),
-                sha256=bytes(c["sha256"][i]).hex(),
+                path=blob[path_end[j] - p0 : path_end[j + 1] - p0].decode("utf-8"),
+                sha256=sha[32 * j : 32 * j + 32].hex(),
                 offset=cols["offset"][j],
                 length=cols["length"][j],
                 notes=cols["notes"][j],
@@ -157,7 +162,7 @@ class PieceTable:
                 split=SPLIT_NAMES[cols["split"][j]],
                 pitch_min=None if cols["pitch_min"][j] < 0 else cols["pitch_min"][j],
                 pitch_max=None if cols["pitch_max"][j] < 0 else cols["pitch_max"][j],
-                programs=tuple(prog[prog_end[i] : prog_end[i + 1]]),
+                programs=tuple(prog[prog_end[j] - g0 : prog_end[j + 1] - g0]),
                 lost=dict(self.lost.get(i, {})),
                 attributes=attrs,
                 density_level=None if dl < 0 else LEVELS[dl],

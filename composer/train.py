@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from composer.batching import Augmenter, Batcher, PieceStream, TokenStore
+from composer.batching import Augmenter, Batcher, PieceStream, TokenStore, streams
 from composer.checkpoint import (
     BEST,
     LAST,
@@ -290,16 +290,26 @@ class _Run:
         cs = tok.conditions  # each piece's condition tokens go after its BOS (composer.conditions)
         train_pre = None if cs is None else [cs.piece_prefix(tok.vocab, p) for p in self.train_pieces]
         val_pre = None if cs is None else [cs.piece_prefix(tok.vocab, p) for p in self.val_pieces]
+        n_train = sum(p.length for p in self.train_pieces)
+        n_val = sum(p.length for p in self.val_pieces)
         train_store = TokenStore(
-            corpus.tokens, self.train_pieces, self.device, tok, drums=drums, prefixes=train_pre
+            corpus.tokens,
+            self.train_pieces,
+            self.device,
+            tok,
+            drums=drums,
+            prefixes=train_pre,
+            stream=streams(self.device, n_train, drums),
         )
+        stream_val = streams(self.device, n_val)
         self.val_store = TokenStore(
             corpus.tokens,
             self.val_pieces,
             self.device,
-            keep_host=True,
+            keep_host=not stream_val,
             prefixes=val_pre,
             vocab_size=tok.vocab.size,
+            stream=stream_val,
         )
         augmenter = Augmenter(tok, config.augment, train_store, self.device, config.condition_dropout)
         data_rng = np.random.default_rng([config.seed, dist_info.rank])

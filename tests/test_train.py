@@ -911,3 +911,57 @@ def test_cli_no_tie_weights_gives_the_model_its_own_output_layer(corpus: Path, t
     assert read_checkpoint(run / "last").meta["model_config"]["tie_weights"] is False
     res = runner.invoke(main, ["info", str(run)])
     assert res.exit_code == 0 and "LSTM 2 x 256" in res.output and "tied embedding" not in res.output
+
+
+# ------------------------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_a_streamed_store_feeds_the_same_windows_as_a_packed_one(corpus: Path, conditioned: bool) -> None:
+    """Read from the corpus file as rows start pieces, the windows (augmented, drums kept, condition tokens
+    after BOS) are those of the packed copy, step after step and across epochs; so is validation."""
+    from composer.conditions import from_corpus
+    from composer.tokenizer import tokenizer_from_config
+
+    c = Corpus.open(corpus)
+    tok, pieces = c.tokenizer, c.pieces("train")
+    prefixes = None
+    if conditioned:
+        cs = from_corpus(c, "auto")
+        assert cs is not None
+        tok = tokenizer_from_config(c.tokenizer.config, cs)
+        prefixes = [cs.piece_prefix(tok.vocab, p) for p in pieces]
+    cpu = torch.device("cpu")
+    cfg = tiny_config(transpose=4, velocity_jitter=2)
+    stores = [TokenStore(c.tokens, pieces, cpu, tok, drums=True, prefixes=prefixes, stream=s) for s in (0, 1)]
+    assert stores[0].tokens is not None and stores[1].tokens is None and stores[1].drums is None
+    batches = []
+    for store in stores:
+        aug = Augmenter(tok, cfg.augment, store, cpu, condition_dropout=0.3 if conditioned else 0.0)
+        rng = np.random.default_rng(5)
+        stream = PieceStream(store.lengths, 3, 16, rng=rng, sample_aug=lambda i, a=aug, g=rng: a.sample(g, i))
+        batcher = Batcher(store, 16, int(tok.pad_id), aug)
+        batches.append([batcher.gather(stream.next()) for _ in range(120)])
+        assert stream.epoch >= 1  # the walk went round the pieces at least once
+    for (x0, y0, k0), (x1, y1, k1) in zip(*batches, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1) and torch.equal(k0, k1)
+    assert not torch.equal(batches[0][0][0], batches[0][1][0])  # the windows move on
+
+    val = c.pieces("val") + pieces[:3]
+    model = LSTMModel(tiny_config().model_config(tok.vocab.size)).eval()
+    packed = TokenStore(c.tokens, val, cpu, keep_host=True, vocab_size=tok.vocab.size)
+    streamed = TokenStore(c.tokens, val, cpu, vocab_size=tok.vocab.size, stream=True)
+    a = validate(model, packed, c.tokenizer, batch_size=2, window=16)
+    b = validate(model, streamed, c.tokenizer, batch_size=2, window=16)
+    assert a is not None and a == b and a.notes > 0
+
+
+def test_training_on_the_cpu_streams_its_data_and_a_large_split_streams_anywhere() -> None:
+    from composer.batching import DEVICE_SHARE, streams
+
+    assert streams(torch.device("cpu"), 10)
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        gpu = torch.device("cuda", 0)
+        assert not streams(gpu, 1000)
+        assert streams(gpu, int(DEVICE_SHARE * total / 2) + 1)
