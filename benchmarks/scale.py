@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--sizes 10000,50000,200000] [--from DIR] [--workers W] [--steps S]
 
-Makes a synthetic collection of N distinct MIDI files per size (8-bar excerpts of real pieces from
+Makes a synthetic collection of N distinct MIDI files per size (excerpts of up to 32 bars of real pieces from
 ``--from``, transposed -6..+5 and started at different bars, each file's track named with its number so
 no two files have the same content), then, each step in a fresh process whose memory is sampled every
 20 ms from /proc:
@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (ROOT / "corpora" / "bach" / "midi", ROOT.parent / "shared" / "midi" / "nottingham")
-BARS = 8
+BARS = 32  # an excerpt's length at most: most chorales and folk tunes are shorter, so mostly whole pieces
 COMPOSER = [sys.executable, "-m", "composer"]
 
 
@@ -96,7 +96,7 @@ def write_collection(sources: list, n: int, out: Path) -> float:
         tpb, bar, qpm, (num, den), notes = sources[i % len(sources)]
         shift = (i // len(sources)) % 12 - 6
         length = max(n_end for _, n_end, *_ in notes)
-        bars = max(1, length // bar - BARS)
+        bars = max(1, length // bar - 4)  # an excerpt starts at least 4 bars before the end
         start = ((i // (12 * len(sources))) * 3 % bars) * bar
         tracks: dict[tuple[int, bool], list[Note]] = {}
         for s, e, p, v, prog, drum in notes:
@@ -245,7 +245,8 @@ def main() -> int:
     os.environ.update(env_threads)
     print(
         f"# scale, {datetime.date.today()}, {cpu_name()}, {os.cpu_count()} cores; {len(sources)} pieces of "
-        f"{source} as {BARS}-bar excerpts; build --workers {args.workers}; train --max-steps {args.steps}, "
+        f"{source} as excerpts of up to {BARS} bars; build --workers {args.workers}; "
+        f"train --max-steps {args.steps}, "
         "1 thread"
     )
     rows = []

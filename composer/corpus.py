@@ -530,14 +530,15 @@ class _Written:
         self.pieces = TableBuilder()
         self.levels: dict[str, np.ndarray] = {}
         self.skipped: list[dict[str, str]] = []
-        self.seen_sha: dict[str, str] = {}
+        self.seen_sha: dict[bytes, int] = {}  # content hash -> its piece's index (a few dozen bytes a file)
         self.offset = 0
         self.lost: dict[str, int] = {}
         self.encoded = self.reused = 0
 
     def add(self, enc: EncodedFile, fh: BinaryIO) -> None:
         """One file: its tokens appended to ``fh`` and its manifest entry, or its reason for being skipped."""
-        duplicate_of = self.seen_sha.get(enc.sha256) if enc.error is None else None
+        first = self.seen_sha.get(bytes.fromhex(enc.sha256)) if enc.error is None else None
+        duplicate_of = None if first is None else self.pieces.path(first)
         if duplicate_of is not None:
             enc.error = f"duplicate of {duplicate_of}"
         if enc.error is not None:
@@ -553,7 +554,7 @@ class _Written:
         else:
             self.encoded += 1
         assert enc.ids is not None and enc.attributes is not None
-        self.seen_sha[enc.sha256] = enc.path
+        self.seen_sha[bytes.fromhex(enc.sha256)] = len(self.pieces)
         data = np.ascontiguousarray(enc.ids, dtype="<u2").tobytes()
         fh.write(data)
         self.hasher.update(data)

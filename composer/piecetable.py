@@ -284,6 +284,10 @@ class TableBuilder:
     def __len__(self) -> int:
         return len(self.cols["offset"])
 
+    def path(self, i: int) -> str:
+        ends = self.cols["path_end"]
+        return self.path_blob[ends[i - 1] if i else 0 : ends[i]].decode("utf-8")
+
     def add(
         self,
         *,
