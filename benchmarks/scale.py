@@ -87,45 +87,73 @@ def excerpts(folder: Path) -> list:
     return out
 
 
+def _varlen(x: int) -> bytes:
+    out = [x & 0x7F]
+    x >>= 7
+    while x:
+        out.append(0x80 | (x & 0x7F))
+        x >>= 7
+    return bytes(reversed(out))
+
+
+def smf(
+    tpb: int, qpm: float, sig: tuple[int, int], name: str, programs: dict[int, int], notes: list
+) -> bytes:
+    """A format 0 file: the name, tempo and time signature, then the notes (start, end, pitch, velocity,
+    channel), after each channel's program (``programs``). Written here, not with composer's writer: 200k files must take seconds, not minutes."""
+    us = round(60_000_000 / qpm)
+    head = b"\x00\xff\x03" + _varlen(len(name)) + name.encode()
+    head += b"\x00\xff\x51\x03" + us.to_bytes(3, "big")
+    head += b"\x00\xff\x58\x04" + bytes([sig[0], max(0, sig[1].bit_length() - 1), 24, 8])
+    head += b"".join(b"\x00" + bytes([0xC0 | ch, prog]) for ch, prog in sorted(programs.items()))
+    events = []
+    for s, e, p, v, ch in notes:
+        events.append((s, 1, bytes([0x90 | ch, p, v])))
+        events.append((e, 0, bytes([0x80 | ch, p, 0])))
+    events.sort(key=lambda ev: (ev[0], ev[1]))
+    body, now = [head], 0
+    for t, _, data in events:
+        body.append(_varlen(t - now) + data)
+        now = t
+    body.append(b"\x00\xff\x2f\x00")
+    track = b"".join(body)
+    return (
+        b"MThd"
+        + (6).to_bytes(4, "big")
+        + (0).to_bytes(2, "big")
+        + (1).to_bytes(2, "big")
+        + tpb.to_bytes(2, "big")
+        + b"MTrk"
+        + len(track).to_bytes(4, "big")
+        + track
+    )
+
+
 def write_collection(sources: list, n: int, out: Path) -> float:
     """``n`` distinct files under ``out`` (1,000 per folder); seconds taken."""
-    from composer.midi import Instrument, Note, Score, TempoChange, TimeSignature, write_midi
-
     t0 = time.perf_counter()
     for i in range(n):
-        tpb, bar, qpm, (num, den), notes = sources[i % len(sources)]
+        tpb, bar, qpm, sig, notes = sources[i % len(sources)]
         shift = (i // len(sources)) % 12 - 6
         length = max(n_end for _, n_end, *_ in notes)
         bars = max(1, length // bar - 4)  # an excerpt starts at least 4 bars before the end
         start = ((i // (12 * len(sources))) * 3 % bars) * bar
-        tracks: dict[tuple[int, bool], list[Note]] = {}
+        stop = start + BARS * bar
+        channels: dict[tuple[int, bool], int] = {}
+        kept = []
         for s, e, p, v, prog, drum in notes:
-            if start <= s < start + BARS * bar:
-                pitch = p if drum else min(127, max(0, p + shift))
-                note = Note(pitch=pitch, velocity=v, start=s - start, end=min(e, start + BARS * bar) - start)
-                tracks.setdefault((prog, drum), []).append(note)
-        insts = [
-            Instrument(program=prog, is_drum=drum, name=f"scale {i}", notes=ns)
-            for (prog, drum), ns in sorted(tracks.items())
-        ]
-        if not insts:
-            insts = [
-                Instrument(
-                    program=0,
-                    is_drum=False,
-                    name=f"scale {i}",
-                    notes=[Note(pitch=60, velocity=80, start=0, end=tpb)],
+            if start <= s < stop:
+                ch = channels.setdefault(
+                    (prog, drum), 9 if drum else [0, 1, 2, 3, 4, 5, 6, 7, 8, 10][len(channels) % 10]
                 )
-            ]
-        score = Score(
-            ticks_per_beat=tpb,
-            instruments=insts,
-            tempos=[TempoChange(0, qpm)],
-            time_signatures=[TimeSignature(0, num, den)],
-        )
+                pitch = p if drum else min(127, max(0, p + shift))
+                kept.append((s - start, max(s, min(e, stop)) - start, pitch, max(1, v), ch))
+        if not kept:
+            kept = [(0, tpb, 60, 80, 0)]
+        programs = {ch: prog for (prog, drum), ch in channels.items() if not drum}
         folder = out / f"{i // 1000:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        write_midi(score, folder / f"{i:07d}.mid")
+        (folder / f"{i:07d}.mid").write_bytes(smf(tpb, qpm, sig, f"scale {i}", programs, kept))
     return time.perf_counter() - t0
 
 
