@@ -41,17 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (ROOT / "corpora" / "bach" / "midi", ROOT.parent / "shared" / "midi" / "nottingham")
 BARS = 32  # an excerpt's length at most: most chorales and folk tunes are shorter, so mostly whole pieces
 COMPOSER = [sys.executable, "-m", "composer"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
+sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- the collection
 
@@ -229,7 +220,6 @@ def _open_times(corpus: str) -> None:
 
 def as_format_1(corpus: Path, out: Path) -> None:
     """A copy of ``corpus`` (the token file linked) with its pieces in a format 1 JSON manifest."""
-    sys.path.insert(0, str(ROOT))
     from composer.corpus import Corpus
     from tests.old_corpus import v1_entry
 
