@@ -193,15 +193,19 @@ class PieceTable:
             raise CorpusError(
                 f"{path}: piece table is missing (rebuild the corpus with 'composer corpus build')"
             )
+        rebuild = "; rebuild the corpus with 'composer corpus build'"
         try:
+            with open(path, "rb") as fh:
+                if fh.read(4) != b"PK\x03\x04":  # np.load would take anything else for a pickle
+                    raise CorpusError(f"{path}: unreadable piece table (not an .npz file){rebuild}")
             with np.load(path, allow_pickle=False) as npz:
                 raw = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise CorpusError(f"{path}: unreadable piece table ({e})") from None
+            raise CorpusError(f"{path}: unreadable piece table ({e}){rebuild}") from None
         try:
             return cls._checked(raw, total_tokens)
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
-            raise CorpusError(f"{path}: malformed piece table ({e})") from None
+            raise CorpusError(f"{path}: malformed piece table ({e}){rebuild}") from None
 
     @classmethod
     def _checked(cls, raw: dict[str, np.ndarray], total: int) -> PieceTable:

@@ -158,10 +158,11 @@ def test_a_missing_table_is_one_line(built: Path) -> None:
     _one_line(built, "piece table is missing")
 
 
-@pytest.mark.parametrize("data", [b"", b"PK\x03\x04 not really", b"\x93NUMPY garbage"])
+@pytest.mark.parametrize("data", [b"", b"hello\n", b"PK\x03\x04 not really", b"\x93NUMPY garbage"])
 def test_an_unreadable_table_is_one_line(built: Path, data: bytes) -> None:
     next(built.glob("pieces-*.npz")).write_bytes(data)
-    _one_line(built, "piece table")
+    _one_line(built, "unreadable piece table")
+    _one_line(built, "rebuild the corpus")
 
 
 @pytest.mark.parametrize(
